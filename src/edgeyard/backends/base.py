@@ -1,0 +1,97 @@
+"""The backend contract: what every target format implements.
+
+A backend converts a `SourceModel` into one artifact file at a precision, loads an artifact into
+an `Engine` when this host can run it, and inspects an artifact (op census, delegated and
+fallback ops). Conversion runs in a child process (see `edgeyard.build.isolate`), so a backend
+may import its toolchain freely inside `convert`, but its module must import nothing heavy at the
+top: the registry imports backend modules to read their declarations.
+
+Third-party backends subclass `Backend`, must be constructible without arguments from an
+importable module (the child process re-creates them from `module:qualname`), and are registered
+with `edgeyard.backends.register_backend()` or through the `edgeyard.backends` entry-point group.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._deps import install_command, missing
+from ..engines.base import Engine, load_engine
+from ..model import SourceModel
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    source: SourceModel
+    precision: str
+    options: Mapping[str, Any]
+    out_path: Path  # where the artifact must be written
+    workdir: Path  # scratch space, deleted after the build
+    calibration: tuple[np.ndarray, ...] | None = None  # one array per input, samples first
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    # converter facts worth keeping in the release: quantizer settings, delegated/fallback ops...
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    artifact_suffix: ClassVar[str]
+    source_formats: ClassVar[tuple[str, ...]]
+    precisions: ClassVar[tuple[str, ...]]
+    # target options this backend accepts -> python type(s)
+    options: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+    # modules needed to convert, per source format; and to run the artifact
+    convert_modules: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    runtime_modules: ClassVar[tuple[str, ...]] = ()
+    # distributions recorded in the toolchain lock when this backend builds
+    toolchain: ClassVar[tuple[str, ...]] = ()
+    implemented: ClassVar[bool] = True
+    # the engine format in edgeyard.engines that runs this backend's artifacts
+    engine_format: ClassVar[str | None] = None
+
+    def unavailable(self, source_format: str) -> str | None:
+        """Why this backend cannot build from `source_format` here, or None when it can."""
+        if not self.implemented:
+            return f"backend {self.name!r} is declared but not implemented in this edgeyard version"
+        if source_format not in self.source_formats:
+            return (
+                f"{self.name} converts from {', '.join(self.source_formats)} models; "
+                f"this model is {source_format}"
+            )
+        absent = missing(*self.convert_modules.get(source_format, ()), *self.runtime_modules)
+        if absent:
+            commands = list(dict.fromkeys(install_command(m) for m in absent))
+            return f"{', '.join(absent)} not installed: {'; '.join(commands)}"
+        return None
+
+    def cannot_run_here(self) -> str | None:
+        """Why this host cannot load the artifacts (no GPU, wrong OS), or None when it can."""
+        return None
+
+    @abstractmethod
+    def convert(self, request: ConvertRequest) -> ConvertResult: ...
+
+    def load(self, path: str | os.PathLike[str], threads: int = 1) -> Engine:
+        if self.engine_format is None:
+            raise NotImplementedError(f"{self.name} artifacts cannot be run by edgeyard")
+        return load_engine(self.engine_format, path, threads)
+
+    def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Facts about an artifact: op census, dtypes, delegated and fallback ops."""
+        return {}
+
+
+def host_os() -> str:
+    return platform.system().lower()

@@ -1,0 +1,130 @@
+"""ExecuTorch backend: torch.export -> edge dialect -> XNNPACK delegate -> .pte.
+
+Precisions: fp32; fp16 (the program is cast to half inside, float32 I/O kept); int8 (PT2E with
+the XNNPACK quantizer, symmetric per-channel weights, calibrated on the build's data). Ops the
+XNNPACK partitioner does not take stay on the portable CPU kernels; the conversion records them
+as `fallback_ops`, so a release shows when a model change moves work off the delegate.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from .._deps import require
+from .base import Backend, ConvertRequest, ConvertResult
+
+
+class ExecutorchBackend(Backend):
+    name = "executorch"
+    artifact_suffix = ".pte"
+    engine_format = "executorch"
+    source_formats = ("torch",)
+    precisions = ("fp32", "fp16", "int8")
+    options: ClassVar[dict[str, Any]] = {"partitioner": str, "per_channel": bool}
+    convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {"torch": ("torch", "executorch")}
+    runtime_modules = ("executorch",)
+    toolchain = ("torch", "torchao", "executorch")
+
+    def convert(self, request: ConvertRequest) -> ConvertResult:
+        torch = require("torch", extra="executorch")
+        exir = require("executorch.exir", extra="executorch", purpose="lowering to ExecuTorch")
+        partitioner = request.options.get("partitioner", "xnnpack")
+        if partitioner not in ("xnnpack", "none"):
+            raise ValueError(f"partitioner must be 'xnnpack' or 'none' (got {partitioner!r})")
+        ep = torch.export.load(os.fspath(request.source.path))
+        module = ep.module()
+        args = tuple(torch.from_numpy(a) for a in request.source.example_inputs())
+        details: dict[str, Any] = {"partitioner": partitioner}
+        if request.precision == "int8":
+            module = self._quantize(request, module, args, details)
+        elif request.precision == "fp16":
+            module = _HalfInside(module.half())
+            details["quantizer"] = "fp16 program, float32 I/O"
+        exported = torch.export.export(module, args)
+        partitioners = []
+        if partitioner == "xnnpack":
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+                XnnpackPartitioner,
+            )
+
+            partitioners.append(XnnpackPartitioner())
+        edge = exir.to_edge_transform_and_lower(exported, partitioner=partitioners)
+        details.update(_delegation(edge))
+        program = edge.to_executorch()
+        request.out_path.write_bytes(program.buffer)
+        return ConvertResult(request.out_path, details)
+
+    def _quantize(self, request: ConvertRequest, module: Any, args: tuple[Any, ...],
+                  details: dict[str, Any]) -> Any:
+        torch = require("torch")
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        per_channel = bool(request.options.get("per_channel", True))
+        quantizer = XNNPACKQuantizer().set_global(
+            get_symmetric_quantization_config(is_per_channel=per_channel)
+        )
+        prepared = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        assert request.calibration is not None
+        cal = request.calibration
+        batch = request.source.batch or 1
+        n = cal[0].shape[0]
+        with torch.no_grad():
+            for i in range(0, n - batch + 1, batch):
+                prepared(*(torch.from_numpy(a[i : i + batch]) for a in cal))
+        details["quantizer"] = (
+            f"PT2E XNNPACKQuantizer, symmetric {'per-channel' if per_channel else 'per-tensor'} "
+            f"int8, {n} calibration samples"
+        )
+        return convert_pt2e(prepared)
+
+    def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        engine = self.load(path)
+        try:
+            return {
+                "inputs": [s.to_dict() for s in engine.inputs],
+                "outputs": [s.to_dict() for s in engine.outputs],
+            }
+        finally:
+            engine.close()
+
+
+def _delegation(edge: Any) -> dict[str, Any]:
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge.exported_program().graph_module)
+    # getitem/alloc nodes are graph bookkeeping (unpacking a delegate's outputs), not compute
+    fallback = sorted(
+        op for op, b in info.delegation_by_operator.items()
+        if b.non_delegated > 0 and op not in ("getitem", "alloc")
+    )
+    return {
+        "delegated_nodes": info.num_delegated_nodes,
+        "non_delegated_nodes": info.num_non_delegated_nodes,
+        "fallback_ops": fallback,
+    }
+
+
+def _half_inside_cls() -> type:
+    torch = require("torch")
+
+    class HalfInside(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs: Any) -> Any:
+            out = self.inner(*(x.half() for x in xs))
+            if isinstance(out, (tuple, list)):
+                return tuple(o.float() for o in out)
+            return out.float()
+
+    return HalfInside
+
+
+def _HalfInside(inner: Any) -> Any:  # noqa: N802 - reads as a class at the call site
+    return _half_inside_cls()(inner)

@@ -1,0 +1,382 @@
+"""`build()`: one model, several device profiles, one verified release.
+
+Each distinct target (backend, precision, options) across the profiles is converted once, in its
+own child process, then loaded in its own runtime and run on the held-out data. The parent
+compares those outputs with the source model's and applies each profile's budgets. A target that
+cannot be built here is SKIPPED with the reason; one whose converter raises, crashes or hangs is
+FAILED with the reason and its log; the others still build. The release directory appears only
+when the manifest is complete (built in a staging directory, then swapped in).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .._deps import toolchain_lock
+from ..backends.base import Backend
+from ..backends.registry import backend_ref, get_backend
+from ..data import Arrays, as_arrays, check_arrays, collect, count, fingerprint, take
+from ..errors import DataError, EdgeyardError
+from ..model import PreparedModel, prepare
+from ..profiles import Profile, Target, load_profile
+from ..release import GOLDEN, MANIFEST, Release, sha256_file, write_json_atomic
+from .isolate import run_child
+from .verify import (
+    Parity,
+    accuracy,
+    budget_problems,
+    compare,
+    intrinsic_problems,
+    selftest_tolerance,
+)
+
+Log = Callable[[str], None]
+
+
+def _stderr_log(msg: str) -> None:
+    print(f"edgeyard: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Job:
+    key: str
+    target: Target
+    backend: Backend | None
+    reason: str | None = None  # why it was not built
+    status: str = "pending"
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _split_evaluation(evaluation: Any) -> tuple[Any, np.ndarray | None]:
+    """`(x, y)` -> (x, labels); anything else is inputs without labels."""
+    if isinstance(evaluation, tuple) and len(evaluation) == 2:
+        x, y = evaluation
+        return x, None if y is None else np.asarray(y)
+    return evaluation, None
+
+
+def _default_name(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model).stem
+    return type(model).__name__.lower()
+
+
+def build(
+    model: Any,
+    *,
+    profiles: Sequence[str | Profile],
+    evaluation: Any,
+    out: str | os.PathLike[str],
+    example_inputs: Any = None,
+    calibration: Any = None,
+    name: str | None = None,
+    version: str = "0.1.0",
+    profile_dirs: Iterable[str | os.PathLike[str]] = (),
+    timeout_s: float = 900.0,
+    golden_count: int = 8,
+    jobs: int = 1,
+    log: Log | None = _stderr_log,
+) -> Release:
+    """Build, verify and write a release of `model` for each profile in `profiles`.
+
+    model: a `torch.nn.Module` (with `example_inputs`), a `torch.export.ExportedProgram`, a Keras
+        model, or a path to an `.onnx`, `.pt2` or `.keras` file.
+    example_inputs: a tuple of arrays fixing the input shapes of every artifact (the first
+        dimension is the artifact's batch size; use 1 for per-sample on-device inference).
+    profiles: profile names (searched in `profile_dirs`, $EDGEYARD_PROFILE_PATH, then the
+        built-in ones) or loaded `Profile` objects.
+    calibration: an iterable of input batches (or one array set); required by int8 targets,
+        never made up when missing.
+    evaluation: held-out data, `(inputs, labels)` or inputs alone; every artifact is run on it.
+    out: the release directory (replaced atomically when it exists).
+
+    Returns the `Release`; `release.ok` is False when any target FAILED. Raises an
+    `EdgeyardError` only for problems that stop the whole build (unknown profile, unreadable
+    model, data that does not fit the model).
+    """
+    say = log or (lambda _m: None)
+    t_start = time.perf_counter()
+    profile_dirs = list(profile_dirs)
+    loaded = [load_profile(p, profile_dirs) for p in profiles]
+    if not loaded:
+        raise EdgeyardError("build needs at least one profile")
+    out = Path(out)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "artifacts").mkdir(parents=True)
+    (staging / "logs").mkdir()
+    work = staging / ".work"
+    try:
+        release = _build(model, example_inputs, loaded, calibration, evaluation, staging, work,
+                         name or _default_name(model), version, timeout_s, golden_count,
+                         max(1, jobs), say)
+        shutil.rmtree(work, ignore_errors=True)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"release written to {out} in {time.perf_counter() - t_start:.1f} s")
+    return Release(out, release.manifest)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(
+    model: Any, example_inputs: Any, profiles: list[Profile], calibration: Any, evaluation: Any,
+    staging: Path, work: Path, name: str, version: str, timeout_s: float, golden_count: int,
+    jobs: int, say: Log,
+) -> Release:
+    t = time.perf_counter()
+    prepared = prepare(model, example_inputs, work / "source")
+    src = prepared.source
+    say(f"source model: {src.format}, inputs "
+        f"{', '.join(f'{s.name}{list(s.shape)}' for s in src.inputs)} "
+        f"({time.perf_counter() - t:.1f} s)")
+
+    eval_x, labels = _split_evaluation(evaluation)
+    eval_inputs = check_arrays(as_arrays(eval_x, src.inputs), src.inputs, "evaluation")
+    n_eval = count(eval_inputs)
+    if labels is not None and labels.shape[0] != n_eval:
+        raise DataError(f"evaluation: {n_eval} inputs but {labels.shape[0]} labels")
+    cal_inputs = collect(calibration, src.inputs, "calibration") if calibration is not None else None
+
+    t = time.perf_counter()
+    reference = prepared.predict(eval_inputs)
+    source_acc = accuracy(reference[0], labels)
+    say(f"source model on {n_eval} held-out samples"
+        + (f": accuracy {100 * source_acc:.2f}%" if source_acc is not None else "")
+        + f" ({time.perf_counter() - t:.1f} s)")
+
+    np.savez(work / "evaluation.npz", **{f"a{i}": a for i, a in enumerate(eval_inputs)})
+    if cal_inputs is not None:
+        np.savez(work / "calibration.npz", **{f"a{i}": a for i, a in enumerate(cal_inputs)})
+
+    jobs_by_key = _plan(profiles, src.format, cal_inputs is not None)
+    todo = [j for j in jobs_by_key.values() if j.status == "pending"]
+    for j in jobs_by_key.values():
+        if j.status != "pending":
+            say(f"{j.target.describe()}: {j.status.upper()}: {j.reason}")
+
+    def run_one(job: _Job) -> None:
+        _run_job(job, prepared, staging, work, name, eval_inputs, reference, labels,
+                 golden_count, timeout_s, jobs)
+        rec = job.record
+        took = (rec.get("build_seconds") or 0) + (rec.get("verify_seconds") or 0)
+        msg = f"{job.target.describe()}: {job.status.upper()}"
+        if job.status == "failed":
+            msg += f": {job.reason}"
+        elif rec.get("size_bytes") is not None:
+            msg += f" ({rec['size_bytes']} bytes, {took:.1f} s)"
+        say(msg)
+
+    say(f"building {len(todo)} target(s) for {', '.join(p.name for p in profiles)}")
+    if jobs == 1:
+        for job in todo:
+            run_one(job)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(run_one, todo))
+
+    manifest = _manifest(prepared, profiles, jobs_by_key, name, version, eval_inputs, labels,
+                         reference, cal_inputs, source_acc, golden_count, staging)
+    write_json_atomic(staging / MANIFEST, manifest)
+    return Release(staging, manifest)
+
+
+def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -> dict[str, _Job]:
+    jobs: dict[str, _Job] = {}
+    for p in profiles:
+        for t in p.targets:
+            if t.key in jobs:
+                continue
+            backend = get_backend(t.backend)
+            job = _Job(t.key, t, backend)
+            reason = backend.unavailable(source_format)
+            if reason:
+                job.status, job.reason = "skipped", reason
+            elif t.precision == "int8" and not have_calibration:
+                job.status = "failed"
+                job.reason = "int8 needs calibration data (pass calibration=...); none was given"
+            jobs[t.key] = job
+    return jobs
+
+
+def _run_job(
+    job: _Job, prepared: PreparedModel, staging: Path, work: Path, name: str, eval_inputs: Arrays,
+    reference: list[np.ndarray], labels: np.ndarray | None, golden_count: int, timeout_s: float,
+    jobs: int,
+) -> None:
+    assert job.backend is not None
+    backend, target = job.backend, job.target
+    rel = Path("artifacts") / f"{name}-{job.key}{backend.artifact_suffix}"
+    job_dir = work / "jobs" / job.key
+    spec = {
+        "backend": backend_ref(backend),
+        "source": prepared.source.to_dict(),
+        "precision": target.precision,
+        "options": dict(target.options),
+        "artifact_path": str(staging / rel),
+        "workdir": str(job_dir / "scratch"),
+        "calibration": str(work / "calibration.npz") if (work / "calibration.npz").exists()
+        else None,
+        "evaluation": str(work / "evaluation.npz"),
+        "outputs_path": str(job_dir / "outputs.npz"),
+        "threads": max(1, (os.cpu_count() or 1) // jobs),
+    }
+    outcome = run_child(spec, job_dir, timeout_s=timeout_s, threads=spec["threads"])
+    log_rel = Path("logs") / f"{job.key}.log"
+    shutil.copyfile(outcome.log_path, staging / log_rel)
+    res = outcome.result or {}
+    rec: dict[str, Any] = {
+        "log": log_rel.as_posix(),
+        "build_seconds": res.get("convert_seconds"),
+        "verify_seconds": res.get("verify_seconds"),
+        "details": res.get("details", {}),
+        "inspect": res.get("inspect", {}),
+    }
+    job.record = rec
+    failure = outcome.failure(timeout_s)
+    artifact = staging / rel
+    if failure is None and not artifact.exists():
+        failure = f"the converter reported success but wrote no {rel.name}"
+    if failure is not None:
+        job.status, job.reason = "failed", failure
+        rec["log_tail"] = outcome.log_tail()
+        if artifact.is_dir():
+            shutil.rmtree(artifact, ignore_errors=True)
+        else:
+            artifact.unlink(missing_ok=True)
+        return
+    rec.update(path=rel.as_posix(), sha256=sha256_file(artifact), size_bytes=res["size_bytes"])
+    if not res.get("verified"):
+        job.status, job.reason = "unverified", res.get("unverified_reason")
+        rec["unverified_reason"] = job.reason
+        return
+    with np.load(job_dir / "outputs.npz") as z:
+        produced = [z[f"a{i}"] for i in range(len(z.files))]
+    parity = compare(reference, produced, labels)
+    rec["parity"] = parity.to_dict()
+    problems = intrinsic_problems(parity)
+    if problems:
+        job.status, job.reason = "failed", "; ".join(problems)
+        return
+    g = min(golden_count, count(eval_inputs))
+    rec["selftest"] = {"atol": selftest_tolerance([r[:g] for r in reference],
+                                                  [p[:g] for p in produced])}
+    job.status = "ok"
+
+
+def _artifact_entry(job: _Job) -> dict[str, Any]:
+    rec = job.record
+    return {
+        "backend": job.target.backend,
+        "precision": job.target.precision,
+        "options": dict(job.target.options),
+        "format": job.backend.engine_format if job.backend else None,
+        "status": job.status,
+        "reason": job.reason,
+        "verified": job.status == "ok",
+        "unverified_reason": rec.get("unverified_reason"),
+        "path": rec.get("path"),
+        "sha256": rec.get("sha256"),
+        "size_bytes": rec.get("size_bytes"),
+        "parity": rec.get("parity"),
+        "selftest": rec.get("selftest"),
+        "build_seconds": rec.get("build_seconds"),
+        "verify_seconds": rec.get("verify_seconds"),
+        "details": rec.get("details", {}),
+        "inspect": rec.get("inspect", {}),
+        "log": rec.get("log"),
+        "log_tail": rec.get("log_tail"),
+    }
+
+
+def _manifest(
+    prepared: PreparedModel, profiles: list[Profile], jobs: dict[str, _Job], name: str,
+    version: str, eval_inputs: Arrays, labels: np.ndarray | None, reference: list[np.ndarray],
+    cal_inputs: Arrays | None, source_acc: float | None, golden_count: int, staging: Path,
+) -> dict[str, Any]:
+    src = prepared.source
+    g = min(golden_count, count(eval_inputs))
+    golden_path = staging / GOLDEN
+    np.savez(
+        golden_path,
+        **{f"input_{i}": a for i, a in enumerate(take(eval_inputs, slice(0, g)))},
+        **{f"output_{i}": r[:g] for i, r in enumerate(reference)},
+    )
+    used = {src.format} | {d for j in jobs.values() if j.backend and j.record
+                           for d in j.backend.toolchain}
+    lock = toolchain_lock()
+    distributions = {"numpy"} | {d for d in used if d in lock}
+    if src.format == "torch":
+        distributions.add("torch")
+    profiles_out: dict[str, Any] = {}
+    for p in profiles:
+        chain = []
+        for t in p.targets:
+            job = jobs[t.key]
+            status, reasons = job.status, [job.reason] if job.reason else []
+            if status == "ok":
+                parity = Parity(**{**job.record["parity"],
+                                   "shape_errors": tuple(job.record["parity"]["shape_errors"])})
+                broken = budget_problems(parity, job.record.get("size_bytes"), source_acc,
+                                         p.budgets)
+                if broken:
+                    status, reasons = "failed", broken
+            elif status == "unverified" and job.record.get("size_bytes") is not None:
+                reasons += budget_problems(None, job.record["size_bytes"], None, p.budgets)
+                if len(reasons) > 1:
+                    status = "failed"
+            chain.append({"target": t.key, "backend": t.backend, "precision": t.precision,
+                          "status": status, "reasons": reasons})
+        d = p.to_dict()
+        profiles_out[p.name] = {"description": d["description"], "runner": d["runner"],
+                                "hardware": d["hardware"], "budgets": d["budgets"],
+                                "chain": chain}
+    return {
+        "schema": "edgeyard.release",
+        "schema_version": 1,
+        "model": {
+            "name": name,
+            "version": version,
+            "source_format": src.format,
+            "source_sha256": src.sha256,
+            "inputs": [s.to_dict() for s in src.inputs],
+            "outputs": [s.to_dict() for s in src.outputs],
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "edgeyard_version": __version__,
+        "host": {"os": platform.system().lower(), "arch": platform.machine(),
+                 "python": platform.python_version()},
+        "toolchain": {d: lock[d] for d in sorted(distributions) if d in lock},
+        "calibration": None if cal_inputs is None
+        else {"count": count(cal_inputs), "sha256": fingerprint(cal_inputs)},
+        "evaluation": {"count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
+                       "labels": labels is not None, "source_accuracy": source_acc},
+        "golden": {"path": GOLDEN, "sha256": sha256_file(golden_path), "count": g,
+                   "inputs": len(eval_inputs), "outputs": len(reference)},
+        "artifacts": {k: _artifact_entry(j) for k, j in jobs.items()},
+        "profiles": profiles_out,
+        "signature": None,
+    }

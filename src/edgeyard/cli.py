@@ -1,0 +1,144 @@
+"""The `edgeyard` command: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 something built/checked FAILED; 2 bad input (config, profile, model,
+data) that stopped the command before it could produce a result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import EdgeyardError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Build, gate, ship and watch ML models on edge devices.",
+)
+
+
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="build.toml (see edgeyard.config)")],
+    out: Annotated[Path | None, typer.Option(help="release directory (overrides the config)")] = None,
+    profile: Annotated[list[str] | None, typer.Option(help="profile(s) to build (overrides)")] = None,
+    profile_dir: Annotated[list[Path] | None, typer.Option(help="extra profile directory")] = None,
+    jobs: Annotated[int | None, typer.Option(help="targets converted in parallel")] = None,
+) -> None:
+    """Build and verify a release from a config file. Exit 1 when any target FAILED."""
+    from .build.pipeline import build as run_build
+    from .config import load_arrays, load_config
+
+    try:
+        cfg = load_config(config)
+        eval_x, eval_y = load_arrays(cfg.evaluation, "evaluation")
+        calib = load_arrays(cfg.calibration, "calibration")[0] if cfg.calibration else None
+        release = run_build(
+            str(cfg.source),
+            profiles=profile or cfg.profiles,
+            evaluation=(eval_x, eval_y),
+            calibration=calib,
+            out=out or cfg.out,
+            name=cfg.name,
+            version=cfg.version,
+            profile_dirs=[*cfg.profile_dirs, *(profile_dir or [])],
+            timeout_s=cfg.timeout_s,
+            jobs=jobs or cfg.jobs,
+        )
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    typer.echo(release.summary())
+    raise typer.Exit(0 if release.ok else 1)
+
+
+@app.command()
+def profiles(
+    name: Annotated[str | None, typer.Argument(help="show one profile in full")] = None,
+    profile_dir: Annotated[list[Path] | None, typer.Option(help="extra profile directory")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List and validate device profiles. Exit 1 when any profile file is invalid."""
+    from .errors import ProfileError
+    from .profiles import available_profiles, load_all, load_profile
+
+    dirs = profile_dir or []
+    if name:
+        try:
+            p = load_profile(name, dirs)
+        except EdgeyardError as exc:
+            raise _fail(exc) from None
+        typer.echo(json.dumps({**p.to_dict(), "path": str(p.path)}, indent=2))
+        return
+    loaded = load_all(dirs)
+    paths = available_profiles(dirs)
+    bad = {k: v for k, v in loaded.items() if isinstance(v, ProfileError)}
+    if as_json:
+        typer.echo(json.dumps({
+            k: ({"error": str(v)} if isinstance(v, ProfileError) else
+                {**v.to_dict(), "path": str(paths[k])})
+            for k, v in loaded.items()
+        }, indent=2))
+    else:
+        for k, v in loaded.items():
+            if isinstance(v, ProfileError):
+                typer.echo(f"{k:<18} INVALID  {v}")
+            else:
+                chain = " -> ".join(t.describe() for t in v.targets)
+                typer.echo(f"{k:<18} {v.hardware.arch:<8} {v.runner:<28} {chain}")
+                typer.echo(f"{'':<18} {v.description}")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def inspect(
+    release: Annotated[Path, typer.Argument(help="release directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the manifest")] = False,
+) -> None:
+    """Show what a release holds; check its schema and every file's sha256. Exit 1 on mismatch."""
+    from .release import load_release
+
+    try:
+        rel = load_release(release)
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(rel.manifest, indent=2))
+    else:
+        typer.echo(rel.summary())
+        m = rel.manifest
+        typer.echo(f"\nsource: {m['model']['source_format']} sha256 {m['model']['source_sha256'][:16]}...")
+        cal = m["calibration"]
+        typer.echo(f"calibration: {cal['count']} samples" if cal else "calibration: none")
+        typer.echo("toolchain: " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()))
+    problems = rel.verify_files()
+    try:
+        rel.validate()
+    except EdgeyardError as exc:
+        problems.append(str(exc))
+    for p in problems:
+        typer.echo(f"PROBLEM: {p}", err=True)
+    if not as_json and not problems:
+        typer.echo("files: every sha256 matches; manifest matches its schema")
+    raise typer.Exit(1 if problems else 0)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

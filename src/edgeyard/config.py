@@ -1,0 +1,118 @@
+"""Build configuration files (`edgeyard build build.toml`): the same inputs as `edgeyard.build()`.
+
+    [model]
+    name = "digits"
+    version = "1.0"
+    source = "model.pt2"          # .pt2 (torch.export.save), .onnx or .keras; relative to this file
+
+    [data]
+    evaluation = "eval.npz"       # inputs under "x" (or x0, x1.. or the input names), labels under "y"
+    calibration = "calib.npz"     # inputs as above; needed by int8 targets
+
+    [build]
+    profiles = ["linux-x86_64", "pixel-8"]
+    out = "build/digits-1.0"
+    profile_dirs = []             # extra directories searched for profiles
+    timeout_s = 900               # per target
+    jobs = 1                      # targets converted in parallel
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+_SPEC: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "model": {"name": (str, False), "version": (str, False), "source": (str, True)},
+    "data": {"evaluation": (str, True), "calibration": (str, False)},
+    "build": {"profiles": (list, True), "out": (str, True), "profile_dirs": (list, False),
+              "timeout_s": ((int, float), False), "jobs": (int, False)},
+}
+
+
+@dataclass
+class BuildConfig:
+    source: Path
+    evaluation: Path
+    profiles: list[str]
+    out: Path
+    name: str | None = None
+    version: str = "0.1.0"
+    calibration: Path | None = None
+    profile_dirs: list[Path] = field(default_factory=list)
+    timeout_s: float = 900.0
+    jobs: int = 1
+
+
+def load_config(path: str | os.PathLike[str]) -> BuildConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"build config {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
+    for section in data:
+        if section not in _SPEC:
+            raise ConfigError(f"{path.name}: unknown section [{section}]; known: "
+                              f"{', '.join(f'[{s}]' for s in _SPEC)}")
+    for section, keys in _SPEC.items():
+        table = data.get(section, {})
+        for key in table:
+            if key not in keys:
+                raise ConfigError(f"{path.name} [{section}]: unknown key {key!r}; known: "
+                                  f"{', '.join(keys)}")
+        for key, (types, required) in keys.items():
+            if key not in table:
+                if required:
+                    raise ConfigError(f"{path.name} [{section}]: missing required key {key!r}")
+            elif not isinstance(table[key], types) or isinstance(table[key], bool):
+                raise ConfigError(f"{path.name} [{section}]: {key!r} has the wrong type "
+                                  f"(got {table[key]!r})")
+    base = path.parent
+
+    def rel(p: str) -> Path:
+        return (base / p).resolve()
+
+    m, d, b = data["model"], data["data"], data["build"]
+    return BuildConfig(
+        source=rel(m["source"]),
+        evaluation=rel(d["evaluation"]),
+        calibration=rel(d["calibration"]) if "calibration" in d else None,
+        profiles=[str(p) for p in b["profiles"]],
+        out=rel(b["out"]),
+        name=m.get("name"),
+        version=m.get("version", "0.1.0"),
+        profile_dirs=[rel(p) for p in b.get("profile_dirs", [])],
+        timeout_s=float(b.get("timeout_s", 900)),
+        jobs=int(b.get("jobs", 1)),
+    )
+
+
+def load_arrays(path: Path, what: str) -> tuple[Any, np.ndarray | None]:
+    """(inputs, labels) from an .npz: inputs under x / x0, x1.. / the model's input names."""
+    try:
+        z = np.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} data {str(path)!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} data {str(path)!r} is not a readable .npz: {exc}") from None
+    with z:
+        arrays = {k: z[k] for k in z.files}
+    labels = arrays.pop("y", None)
+    if "x" in arrays:
+        inputs: Any = arrays["x"]
+    elif "x0" in arrays:
+        inputs = tuple(arrays[f"x{i}"] for i in range(len([k for k in arrays if k[:1] == "x"])))
+    elif arrays:
+        inputs = arrays  # by input name
+    else:
+        raise ConfigError(f"{what} data {str(path)!r} holds no input arrays (expected key 'x')")
+    return inputs, labels

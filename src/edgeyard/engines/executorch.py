@@ -1,0 +1,61 @@
+"""ExecuTorch engine (the `executorch.runtime` Python bindings; XNNPACK-delegated programs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._deps import require
+from .base import Engine, TensorSpec
+
+# c10::ScalarType codes, as the bindings report them (older builds give the enum's name)
+_ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
+              6: "float32", 7: "float64", 11: "bool",
+              "Byte": "uint8", "Char": "int8", "Short": "int16", "Int": "int32", "Long": "int64",
+              "Half": "float16", "Float": "float32", "Double": "float64", "Bool": "bool"}
+
+
+def _spec(i: int, prefix: str, meta: object) -> TensorSpec:
+    raw = meta.dtype()  # type: ignore[attr-defined]
+    key: int | str = raw if isinstance(raw, int) else str(raw).rsplit(".", 1)[-1]
+    return TensorSpec(f"{prefix}_{i}", tuple(meta.sizes()), _ET_DTYPES.get(key, str(key)))  # type: ignore[attr-defined]
+
+
+class ExecutorchEngine(Engine):
+    format = "executorch"
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+        super().__init__(path, threads)
+        rt_mod = require("executorch.runtime", extra="executorch", purpose="running .pte")
+        # the Python bindings take and return torch tensors
+        self._torch = require("torch", extra="executorch", purpose="running .pte")
+        try:  # size XNNPACK's shared thread pool; absent in some builds
+            from executorch.extension.pybindings.portable_lib import (  # type: ignore[import-not-found]
+                _unsafe_reset_threadpool,
+            )
+
+            _unsafe_reset_threadpool(threads)
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+        runtime = rt_mod.Runtime.get()
+        self._program = runtime.load_program(self.path)
+        self._method = self._program.load_method("forward")
+        meta = self._method.metadata
+        self.inputs = tuple(
+            _spec(i, "input", meta.input_tensor_meta(i)) for i in range(meta.num_inputs())
+        )
+        self.outputs = tuple(
+            _spec(i, "output", meta.output_tensor_meta(i)) for i in range(meta.num_outputs())
+        )
+
+    def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        t = self._torch
+        args = [t.from_numpy(np.ascontiguousarray(x)) for x in inputs]
+        out = self._method.execute(args)
+        return [o.numpy().copy() for o in out]
+
+    def close(self) -> None:
+        self._method = None
+        self._program = None

@@ -1,0 +1,61 @@
+"""LiteRT engine (ai-edge-litert's Interpreter; XNNPACK is its default CPU delegate)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._deps import require
+from .base import Engine, TensorSpec
+
+
+class TfliteEngine(Engine):
+    format = "tflite"
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+        super().__init__(path, threads)
+        litert = require("ai_edge_litert.interpreter", extra="tflite", purpose="running .tflite")
+        self._it = litert.Interpreter(model_path=self.path, num_threads=threads)
+        self._it.allocate_tensors()
+        # Prefer the signature: it carries the source model's input/output names and order.
+        sigs = self._it.get_signature_list()
+        if sigs:
+            key = "serving_default" if "serving_default" in sigs else next(iter(sigs))
+            runner = self._it.get_signature_runner(key)
+            ins, outs = runner.get_input_details(), runner.get_output_details()
+            in_items = [(n, ins[n]) for n in sigs[key]["inputs"]]
+            out_items = [(n, outs[n]) for n in sigs[key]["outputs"]]
+        else:
+            in_items = [(d["name"], d) for d in self._it.get_input_details()]
+            out_items = [(d["name"], d) for d in self._it.get_output_details()]
+        self._in_idx = [d["index"] for _, d in in_items]
+        self._out_idx = [d["index"] for _, d in out_items]
+        self._in_dtypes = [np.dtype(d["dtype"]) for _, d in in_items]
+        self.inputs = tuple(
+            TensorSpec(n, tuple(int(x) for x in d["shape_signature"]), np.dtype(d["dtype"]).name)
+            for n, d in in_items
+        )
+        self.outputs = tuple(
+            TensorSpec(n, tuple(int(x) for x in d["shape_signature"]), np.dtype(d["dtype"]).name)
+            for n, d in out_items
+        )
+
+    def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(inputs) != len(self._in_idx):
+            raise ValueError(f"expected {len(self._in_idx)} inputs, got {len(inputs)}")
+        it = self._it
+        for idx, dtype, x in zip(self._in_idx, self._in_dtypes, inputs, strict=True):
+            it.set_tensor(idx, np.ascontiguousarray(x, dtype=dtype))
+        it.invoke()
+        return [it.get_tensor(i).copy() for i in self._out_idx]
+
+    def ops(self) -> dict[str, int]:
+        census: dict[str, int] = {}
+        for op in self._it._get_ops_details():
+            census[op["op_name"]] = census.get(op["op_name"], 0) + 1
+        return census
+
+    def close(self) -> None:
+        self._it = None

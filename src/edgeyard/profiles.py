@@ -1,0 +1,296 @@
+"""Device profiles: TOML files loaded into frozen dataclasses, validated with clear errors.
+
+A profile names one kind of device: its hardware, the ordered targets to build for it (the first
+is the primary engine, the rest are its fallback chain), the budgets an artifact must meet, and
+the runner URL through which the gate reaches the real hardware. No per-device logic lives in
+code: a new device is a new TOML file, in `device_profiles/` or in a directory of the user's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ProfileError, ProfileNotFound
+
+PRECISIONS = ("fp32", "fp16", "int8-weights", "int8")
+PROFILE_PATH_ENV = "EDGEYARD_PROFILE_PATH"
+
+
+@dataclass(frozen=True)
+class Hardware:
+    arch: str
+    os: str
+    cpu: str = ""
+    soc: str = ""
+    cores: int | None = None
+    memory_mb: int | None = None
+    threads: int = 1
+    accelerators: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Limits an artifact must meet on this device; `None` means no limit."""
+
+    max_size_mb: float | None = None
+    max_latency_p90_ms: float | None = None
+    max_peak_memory_mb: float | None = None
+    max_accuracy_drop: float = 0.02
+    min_agreement: float = 0.97
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str
+    precision: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def key(self) -> str:
+        """Identity of the artifact this target produces (targets with one key share a build)."""
+        opts = json.dumps(dict(self.options), sort_keys=True, default=str)
+        if opts == "{}":
+            return f"{self.backend}-{self.precision}"
+        return f"{self.backend}-{self.precision}-{hashlib.sha256(opts.encode()).hexdigest()[:8]}"
+
+    def describe(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    runner: str
+    hardware: Hardware
+    budgets: Budgets
+    targets: tuple[Target, ...]
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "runner": self.runner,
+            "hardware": {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in self.hardware.__dict__.items()
+            },
+            "budgets": dict(self.budgets.__dict__),
+            "targets": [
+                {"backend": t.backend, "precision": t.precision, "options": dict(t.options)}
+                for t in self.targets
+            ],
+        }
+
+
+# key -> (python types accepted, required)
+_TOP = {
+    "name": ((str,), True),
+    "description": ((str,), False),
+    "runner": ((str,), False),
+    "hardware": ((dict,), True),
+    "budgets": ((dict,), False),
+    "targets": ((list,), True),
+}
+_HARDWARE = {
+    "arch": ((str,), True),
+    "os": ((str,), True),
+    "cpu": ((str,), False),
+    "soc": ((str,), False),
+    "cores": ((int,), False),
+    "memory_mb": ((int,), False),
+    "threads": ((int,), False),
+    "accelerators": ((list,), False),
+}
+_NUM = (int, float)
+_BUDGETS = {
+    "max_size_mb": (_NUM, False),
+    "max_latency_p90_ms": (_NUM, False),
+    "max_peak_memory_mb": (_NUM, False),
+    "max_accuracy_drop": (_NUM, False),
+    "min_agreement": (_NUM, False),
+}
+_TARGET = {
+    "backend": ((str,), True),
+    "precision": ((str,), True),
+    "options": ((dict,), False),
+}
+
+
+def _check_table(where: str, table: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    for key in table:
+        if key not in spec:
+            close = difflib.get_close_matches(key, list(spec), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ProfileError(
+                f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(spec)}"
+            )
+    for key, (types, required) in spec.items():
+        if key not in table:
+            if required:
+                raise ProfileError(f"{where}: missing required key {key!r}")
+            continue
+        value = table[key]
+        # bool is an int in Python, but `threads = true` is a mistake, not a count
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ProfileError(
+                f"{where}: {key!r} must be {names} (got {value!r} that is a "
+                f"{type(value).__name__})"
+            )
+
+
+def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Profile:
+    """Validate a profile's TOML table and build the frozen `Profile`."""
+    _check_table(source, data, _TOP)
+    hw = data["hardware"]
+    _check_table(f"{source} [hardware]", hw, _HARDWARE)
+    for acc in hw.get("accelerators", []):
+        if not isinstance(acc, str):
+            raise ProfileError(f"{source} [hardware]: accelerators must be strings (got {acc!r})")
+    threads = hw.get("threads", 1)
+    if threads < 1:
+        raise ProfileError(f"{source} [hardware]: threads must be >= 1 (got {threads})")
+    hardware = Hardware(
+        **{k: v for k, v in hw.items() if k != "accelerators"},
+        accelerators=tuple(hw.get("accelerators", ())),
+    )
+    b = data.get("budgets", {})
+    _check_table(f"{source} [budgets]", b, _BUDGETS)
+    for key, value in b.items():
+        if value < 0:
+            raise ProfileError(f"{source} [budgets]: {key} must be >= 0 (got {value})")
+    for key in ("max_accuracy_drop", "min_agreement"):
+        if key in b and b[key] > 1:
+            raise ProfileError(
+                f"{source} [budgets]: {key} is a fraction between 0 and 1 (got {b[key]}); "
+                f"write 2 points as 0.02"
+            )
+    budgets = Budgets(**{k: float(v) for k, v in b.items()})
+
+    if not data["targets"]:
+        raise ProfileError(f"{source}: 'targets' is empty; list at least one [[targets]] table")
+    targets = []
+    for i, t in enumerate(data["targets"]):
+        where = f"{source} targets[{i}]"
+        if not isinstance(t, dict):
+            raise ProfileError(f"{where}: must be a table with backend and precision (got {t!r})")
+        _check_table(where, t, _TARGET)
+        if t["precision"] not in PRECISIONS:
+            raise ProfileError(
+                f"{where}: unknown precision {t['precision']!r}; known: {', '.join(PRECISIONS)}"
+            )
+        targets.append(
+            Target(t["backend"], t["precision"], MappingProxyType(dict(t.get("options", {}))))
+        )
+    keys = [t.key for t in targets]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise ProfileError(f"{source}: target listed twice: {', '.join(sorted(dup))}")
+    return Profile(
+        name=data["name"],
+        description=data.get("description", ""),
+        runner=data.get("runner", "local"),
+        hardware=hardware,
+        budgets=budgets,
+        targets=tuple(targets),
+    )
+
+
+def _validate_targets(profile: Profile, source: str) -> None:
+    from .backends.registry import check_target  # the registry is data; no toolchain loads
+
+    for i, t in enumerate(profile.targets):
+        problem = check_target(t)
+        if problem:
+            raise ProfileError(f"{source} targets[{i}]: {problem}")
+
+
+def load_profile_file(path: str | os.PathLike[str]) -> Profile:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"profile file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path.name}: not valid TOML: {exc}") from None
+    profile = parse_profile(data, source=path.name)
+    if profile.name != path.stem:
+        raise ProfileError(
+            f"{path.name}: name {profile.name!r} must match the file name {path.stem!r}"
+        )
+    _validate_targets(profile, path.name)
+    return _with_path(profile, path)
+
+
+def _with_path(profile: Profile, path: Path) -> Profile:
+    from dataclasses import replace
+
+    return replace(profile, path=path)
+
+
+def builtin_profile_dir() -> Path:
+    """The profiles shipped with edgeyard (inside the wheel, or at the top of a source checkout)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "device_profiles"
+    if packaged.is_dir():
+        return packaged
+    return here.parents[1] / "device_profiles"
+
+
+def profile_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Search order: directories given by the caller, then $EDGEYARD_PROFILE_PATH, then built-ins."""
+    dirs = [Path(d) for d in extra]
+    env = os.environ.get(PROFILE_PATH_ENV)
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(builtin_profile_dir())
+    return dirs
+
+
+def available_profiles(dirs: Iterable[str | os.PathLike[str]] = ()) -> dict[str, Path]:
+    """Profile name -> file, earlier directories shadowing later ones."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs(dirs):
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.toml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def load_profile(
+    name_or_path: str | os.PathLike[str] | Profile, dirs: Iterable[str | os.PathLike[str]] = ()
+) -> Profile:
+    """Load a profile by name (searched in `dirs`, $EDGEYARD_PROFILE_PATH, built-ins) or by path."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    text = os.fspath(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        return load_profile_file(text)
+    dirs = list(dirs)
+    found = available_profiles(dirs)
+    if text not in found:
+        raise ProfileNotFound(text, sorted(found), [str(d) for d in profile_dirs(dirs)])
+    return load_profile_file(found[text])
+
+
+def load_all(dirs: Iterable[str | os.PathLike[str]] = ()) -> dict[str, Profile | ProfileError]:
+    """Every visible profile, loaded; a broken file maps to its error instead of hiding the rest."""
+    out: dict[str, Profile | ProfileError] = {}
+    for name, path in available_profiles(dirs).items():
+        try:
+            out[name] = load_profile_file(path)
+        except ProfileError as exc:
+            out[name] = exc
+    return out

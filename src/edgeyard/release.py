@@ -1,0 +1,229 @@
+"""The release: `release.json` (versioned, JSON-Schema-described) next to its artifacts.
+
+Layout of a release directory::
+
+    release.json          the manifest (written last, atomically)
+    golden.npz            golden inputs and the source model's outputs, for on-device self-tests
+    artifacts/            one file (or bundle) per built target
+    logs/                 each target's converter log
+
+A release is read with `load_release()`; `Release.verify_files()` checks every recorded sha256
+against its file, `Release.validate()` checks the manifest against its schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._deps import require
+from .errors import ManifestError
+
+SCHEMA_ID = "edgeyard.release"
+SCHEMA_VERSION = 1
+MANIFEST = "release.json"
+GOLDEN = "golden.npz"
+STATUSES = ("ok", "failed", "skipped", "unverified")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, or of a bundle directory (sorted relative paths and their bytes)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("edgeyard").joinpath("schema/release.schema.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Raise `ManifestError` listing every place where `manifest` breaks the schema."""
+    jsonschema = require("jsonschema", purpose="validating release manifests")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors]
+        raise ManifestError("release.json does not match its schema:\n" + "\n".join(lines[:20]))
+
+
+class Release:
+    """A built release on disk."""
+
+    def __init__(self, path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["model"]["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["model"]["version"])
+
+    @property
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["artifacts"]  # type: ignore[no-any-return]
+
+    @property
+    def profiles(self) -> list[str]:
+        return list(self.manifest["profiles"])
+
+    def artifact_path(self, artifact_id: str) -> Path:
+        rel = self.artifacts[artifact_id].get("path")
+        if not rel:
+            raise ManifestError(f"artifact {artifact_id!r} has no file (status "
+                                f"{self.artifacts[artifact_id]['status']})")
+        return self.path / rel
+
+    def chain(self, profile: str) -> list[dict[str, Any]]:
+        """The profile's targets in fallback order, each joined with its artifact record."""
+        try:
+            entries = self.manifest["profiles"][profile]["chain"]
+        except KeyError:
+            raise ManifestError(
+                f"release {self.name} {self.version} has no profile {profile!r}; "
+                f"it has {', '.join(self.profiles)}"
+            ) from None
+        return [{**self.artifacts[e["target"]], **e} for e in entries]
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for profile in self.profiles:
+            for entry in self.chain(profile):
+                yield profile, entry
+
+    @property
+    def failed(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(p, e) for p, e in self.rows() if e["status"] == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no target failed (skipped and unverified targets are not failures)."""
+        return not self.failed
+
+    def golden(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Golden inputs and the source model's outputs on them."""
+        g = self.manifest["golden"]
+        with np.load(self.path / g["path"]) as z:
+            ins = [z[f"input_{i}"] for i in range(g["inputs"])]
+            outs = [z[f"output_{i}"] for i in range(g["outputs"])]
+        return ins, outs
+
+    def verify_files(self) -> list[str]:
+        """Problems found by re-hashing every file the manifest names (empty when all match)."""
+        problems = []
+        files = [(a["path"], a["sha256"], f"artifact {k}") for k, a in self.artifacts.items()
+                 if a.get("path")]
+        g = self.manifest["golden"]
+        files.append((g["path"], g["sha256"], "golden data"))
+        for rel, digest, what in files:
+            p = self.path / rel
+            if not p.exists():
+                problems.append(f"{what}: {rel} is missing")
+            elif sha256_file(p) != digest:
+                problems.append(f"{what}: {rel} does not match its sha256")
+        return problems
+
+    def validate(self) -> None:
+        validate_manifest(self.manifest)
+
+    def summary(self) -> str:
+        """One row per profile target: backend, precision, size, parity, accuracy, status."""
+        src_acc = self.manifest["evaluation"].get("source_accuracy")
+        head = f"{self.name} {self.version}"
+        if src_acc is not None:
+            head += f"  (source model accuracy {100 * src_acc:.2f}% on "
+            head += f"{self.manifest['evaluation']['count']} held-out samples)"
+        cols = ["profile", "backend", "precision", "size", "max|err|", "agree", "accuracy",
+                "status"]
+        table = [cols]
+        for profile, e in self.rows():
+            p = e.get("parity") or {}
+            size = e.get("size_bytes")
+            acc = p.get("accuracy")
+            acc_s = "-" if acc is None else f"{100 * acc:.2f}%"
+            if acc is not None and src_acc is not None:
+                acc_s += f" ({100 * (acc - src_acc):+.1f})"
+            status = e["status"].upper()
+            if e.get("reasons"):
+                status += ": " + "; ".join(e["reasons"])
+            table.append([
+                profile,
+                e["backend"],
+                e["precision"],
+                "-" if size is None else _human(size),
+                "-" if "max_abs_error" not in p else f"{p['max_abs_error']:.2e}",
+                "-" if p.get("top1_agreement") is None else f"{100 * p['top1_agreement']:.1f}%",
+                acc_s,
+                status,
+            ])
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols) - 1)]
+        lines = [head]
+        for r in table:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Release({self.name!r}, {self.version!r}, path={str(self.path)!r})"
+
+
+def _human(n: int) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n} B"
+
+
+def load_release(path: str | os.PathLike[str]) -> Release:
+    """Read the release at `path` (a directory holding release.json, or the file itself)."""
+    p = Path(path)
+    manifest_path = p if p.name == MANIFEST else p / MANIFEST
+    try:
+        data = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{str(manifest_path)!r} does not exist: not a release") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_ID:
+        raise ManifestError(f"{str(manifest_path)!r} is not an edgeyard release manifest")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{str(manifest_path)!r} has schema version {version!r}; this edgeyard reads up to "
+            f"{SCHEMA_VERSION}: upgrade edgeyard"
+        )
+    return Release(manifest_path.parent, data)

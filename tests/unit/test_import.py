@@ -1,0 +1,47 @@
+"""`import edgeyard` and the device-side engines load no heavy toolchain; the public API is small."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import edgeyard
+
+HEAVY = ["torch", "tensorflow", "onnxruntime", "executorch", "coremltools", "tvm", "keras",
+         "onnx", "ai_edge_litert", "jax"]
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = (
+        f"{code}\nimport sys, json\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_edgeyard_loads_no_toolchain():
+    assert _loaded_after("import edgeyard") == []
+
+
+def test_touching_the_public_api_loads_no_toolchain():
+    code = "import edgeyard\n" + "\n".join(f"edgeyard.{n}" for n in edgeyard.__all__)
+    code += "\nimport edgeyard.cli, edgeyard.engines, edgeyard.backends\n"
+    code += "from edgeyard.backends import backend_names, get_backend\n"
+    code += "[get_backend(n) for n in backend_names()]\n"
+    code += "edgeyard.load_profile('pixel-8')\n"
+    assert _loaded_after(code) == []
+
+
+def test_public_names_resolve_and_are_listed():
+    assert edgeyard.__version__
+    for name in edgeyard.__all__:
+        assert getattr(edgeyard, name) is not None, name
+    assert set(dir(edgeyard)) == set(edgeyard.__all__)
+
+
+def test_build_is_callable_even_after_its_submodules_are_imported():
+    import edgeyard.build.worker  # noqa: F401 - rebinds edgeyard.build to the package
+
+    assert callable(edgeyard.build)
