@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import digits  # noqa: E402
+import digits
 
-import edgeyard  # noqa: E402
+import edgeyard
 
 
 def main() -> int:
@@ -59,12 +59,11 @@ def main() -> int:
     torch.export.save(torch.export.export(model, (x,)), inputs / "model.pt2")
     np.savez(inputs / "eval.npz", x=data.x_eval, y=data.y_eval)
     np.savez(inputs / "calib.npz", x=data.x_calib)
+    profiles = ", ".join(f'"{p}"' for p in args.profiles.split(","))
     (inputs / "build.toml").write_text(
-        "[model]\nname = \"digits\"\nversion = \"%s\"\nsource = \"model.pt2\"\n\n"
-        "[data]\nevaluation = \"eval.npz\"\ncalibration = \"calib.npz\"\n\n"
-        "[build]\nprofiles = [%s]\nout = \"../%s\"\n"
-        % (args.version, ", ".join(f'"{p}"' for p in args.profiles.split(",")),
-           Path(args.out).name)
+        f'[model]\nname = "digits"\nversion = "{args.version}"\nsource = "model.pt2"\n\n'
+        f'[data]\nevaluation = "eval.npz"\ncalibration = "calib.npz"\n\n'
+        f'[build]\nprofiles = [{profiles}]\nout = "../{Path(args.out).name}"\n'
     )
     print(f"\nCLI inputs written to {inputs}/ (edgeyard build {inputs}/build.toml)")
     return 0 if release.ok else 1

@@ -36,7 +36,7 @@ def load(seed: int = 0) -> Digits:
     return Digits(x_tr, y_tr, x_cal, y_cal, x_ev, y_ev)
 
 
-def make_cnn(width: int = 32, extra_layer: bool = False):  # noqa: ANN201 - torch is optional
+def make_cnn(width: int = 32, extra_layer: bool = False):
     """A small CNN: conv(width) -> conv(2*width) -> maxpool -> fc(128) -> fc(10).
 
     `extra_layer` adds one more 3x3 convolution (a real change in compute, used by the gate
@@ -58,7 +58,7 @@ def make_cnn(width: int = 32, extra_layer: bool = False):  # noqa: ANN201 - torc
     return nn.Sequential(*layers)
 
 
-def train(model, data: Digits, epochs: int = 15, seed: int = 0, lr: float = 1e-3):  # noqa: ANN001, ANN201
+def train(model, data: Digits, epochs: int = 15, seed: int = 0, lr: float = 1e-3):
     """Adam + cross-entropy, batch 64; deterministic for a seed. Returns the model in eval mode."""
     import torch
 
@@ -79,7 +79,7 @@ def train(model, data: Digits, epochs: int = 15, seed: int = 0, lr: float = 1e-3
     return model.eval()
 
 
-def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:  # noqa: ANN001
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     import torch
 
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -86,6 +87,17 @@ def collect(batches: Any, specs: Sequence[TensorSpec], what: str) -> Arrays:
     if not parts:
         raise DataError(f"{what}: the iterable yielded no batches")
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(specs)))
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Sequence[np.ndarray], prefix: str = "a") -> None:
+    """Arrays in order as an .npz (`a0`, `a1`, ...), read back by `load_arrays`."""
+    np.savez(path, **{f"{prefix}{i}": a for i, a in enumerate(arrays)})  # type: ignore[arg-type]
+
+
+def load_arrays(path: str | os.PathLike[str], prefix: str = "a") -> Arrays:
+    with np.load(path) as z:
+        n = sum(1 for k in z.files if k.startswith(prefix) and k[len(prefix):].isdigit())
+        return tuple(z[f"{prefix}{i}"] for i in range(n))
 
 
 def count(arrays: Arrays) -> int:

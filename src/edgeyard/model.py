@@ -128,7 +128,7 @@ def _prepare_torch(model: Any, example_inputs: Any, workdir: Path) -> PreparedMo
     if isinstance(model, (str, os.PathLike)):
         try:
             ep = torch.export.load(os.fspath(model))
-        except Exception as exc:  # noqa: BLE001 - any loader failure means an unreadable file
+        except Exception as exc:
             raise ModelError(f"could not read {os.fspath(model)!r} as a torch.export program: "
                              f"{type(exc).__name__}: {exc}") from None
         eager = None
@@ -141,7 +141,7 @@ def _prepare_torch(model: Any, example_inputs: Any, workdir: Path) -> PreparedMo
         args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in as_arrays(example_inputs))
         try:
             ep = torch.export.export(model, args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(
                 f"torch.export could not capture the model ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); data-dependent control flow "
@@ -190,7 +190,7 @@ def _prepare_onnx(path: Path, example_inputs: Any, workdir: Path) -> PreparedMod
     try:
         proto = onnx.load(os.fspath(path))
         onnx.checker.check_model(proto)
-    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, OSError...
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"{str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {first}); "
@@ -212,7 +212,7 @@ def _prepare_onnx(path: Path, example_inputs: Any, workdir: Path) -> PreparedMod
     ort = require("onnxruntime", purpose="running the source .onnx model")
     try:
         session = ort.InferenceSession(os.fspath(dest), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelError(f"ONNX Runtime cannot load {str(path)!r}: {exc}") from None
     names = [s.name for s in specs]
 
@@ -238,7 +238,7 @@ def _prepare_keras(model: Any, example_inputs: Any, workdir: Path) -> PreparedMo
     if isinstance(model, (str, os.PathLike)):
         try:
             model = keras.models.load_model(os.fspath(model))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"could not load Keras model {os.fspath(model)!r}: {exc}") from None
     model.save(os.fspath(dest))
     if example_inputs is not None:

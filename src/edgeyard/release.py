@@ -185,7 +185,7 @@ class Release:
                 e["backend"],
                 e["precision"],
                 "-" if size is None else _human(size),
-                "-" if "max_abs_error" not in p else f"{p['max_abs_error']:.2e}",
+                _err(p),
                 "-" if p.get("top1_agreement") is None else f"{100 * p['top1_agreement']:.1f}%",
                 acc_s,
                 status,
@@ -198,6 +198,14 @@ class Release:
 
     def __repr__(self) -> str:
         return f"Release({self.name!r}, {self.version!r}, path={str(self.path)!r})"
+
+
+def _err(parity: dict[str, Any]) -> str:
+    if not parity:
+        return "-"
+    if parity.get("max_abs_error") is None:
+        return "non-finite"
+    return f"{parity['max_abs_error']:.2e}"
 
 
 def _human(n: int) -> str:

@@ -42,6 +42,6 @@ def test_public_names_resolve_and_are_listed():
 
 
 def test_build_is_callable_even_after_its_submodules_are_imported():
-    import edgeyard.build.worker  # noqa: F401 - rebinds edgeyard.build to the package
+    import edgeyard.build.worker
 
     assert callable(edgeyard.build)

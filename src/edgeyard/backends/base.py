@@ -83,10 +83,14 @@ class Backend(ABC):
     @abstractmethod
     def convert(self, request: ConvertRequest) -> ConvertResult: ...
 
-    def load(self, path: str | os.PathLike[str], threads: int = 1) -> Engine:
+    def load(self, path: str | os.PathLike[str], threads: int = 1,
+             source: SourceModel | None = None) -> Engine:
+        """The artifact in its runtime; with `source`, I/O in the source model's order."""
         if self.engine_format is None:
             raise NotImplementedError(f"{self.name} artifacts cannot be run by edgeyard")
-        return load_engine(self.engine_format, path, threads)
+        names = ([s.name for s in source.inputs], [s.name for s in source.outputs]) if source \
+            else (None, None)
+        return load_engine(self.engine_format, path, threads, *names)
 
     def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Facts about an artifact: op census, dtypes, delegated and fallback ops."""

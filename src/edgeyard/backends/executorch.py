@@ -112,7 +112,7 @@ def _delegation(edge: Any) -> dict[str, Any]:
 def _half_inside_cls() -> type:
     torch = require("torch")
 
-    class HalfInside(torch.nn.Module):
+    class HalfInside(torch.nn.Module):  # type: ignore[name-defined]
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
@@ -126,5 +126,5 @@ def _half_inside_cls() -> type:
     return HalfInside
 
 
-def _HalfInside(inner: Any) -> Any:  # noqa: N802 - reads as a class at the call site
+def _HalfInside(inner: Any) -> Any:
     return _half_inside_cls()(inner)

@@ -28,7 +28,17 @@ from .. import __version__
 from .._deps import toolchain_lock
 from ..backends.base import Backend
 from ..backends.registry import backend_ref, get_backend
-from ..data import Arrays, as_arrays, check_arrays, collect, count, fingerprint, take
+from ..data import (
+    Arrays,
+    as_arrays,
+    check_arrays,
+    collect,
+    count,
+    fingerprint,
+    load_arrays,
+    save_arrays,
+    take,
+)
 from ..errors import DataError, EdgeyardError
 from ..model import PreparedModel, prepare
 from ..profiles import Profile, Target, load_profile
@@ -71,7 +81,8 @@ def _split_evaluation(evaluation: Any) -> tuple[Any, np.ndarray | None]:
 def _default_name(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         return Path(model).stem
-    return type(model).__name__.lower()
+    named = getattr(model, "name", None)  # Keras models carry one
+    return named if isinstance(named, str) and named else type(model).__name__.lower()
 
 
 def build(
@@ -168,9 +179,9 @@ def _build(
         + (f": accuracy {100 * source_acc:.2f}%" if source_acc is not None else "")
         + f" ({time.perf_counter() - t:.1f} s)")
 
-    np.savez(work / "evaluation.npz", **{f"a{i}": a for i, a in enumerate(eval_inputs)})
+    save_arrays(work / "evaluation.npz", eval_inputs)
     if cal_inputs is not None:
-        np.savez(work / "calibration.npz", **{f"a{i}": a for i, a in enumerate(cal_inputs)})
+        save_arrays(work / "calibration.npz", cal_inputs)
 
     jobs_by_key = _plan(profiles, src.format, cal_inputs is not None)
     todo = [j for j in jobs_by_key.values() if j.status == "pending"]
@@ -231,6 +242,7 @@ def _run_job(
     backend, target = job.backend, job.target
     rel = Path("artifacts") / f"{name}-{job.key}{backend.artifact_suffix}"
     job_dir = work / "jobs" / job.key
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     spec = {
         "backend": backend_ref(backend),
         "source": prepared.source.to_dict(),
@@ -242,9 +254,9 @@ def _run_job(
         else None,
         "evaluation": str(work / "evaluation.npz"),
         "outputs_path": str(job_dir / "outputs.npz"),
-        "threads": max(1, (os.cpu_count() or 1) // jobs),
+        "threads": threads,
     }
-    outcome = run_child(spec, job_dir, timeout_s=timeout_s, threads=spec["threads"])
+    outcome = run_child(spec, job_dir, timeout_s=timeout_s, threads=threads)
     log_rel = Path("logs") / f"{job.key}.log"
     shutil.copyfile(outcome.log_path, staging / log_rel)
     res = outcome.result or {}
@@ -273,8 +285,7 @@ def _run_job(
         job.status, job.reason = "unverified", res.get("unverified_reason")
         rec["unverified_reason"] = job.reason
         return
-    with np.load(job_dir / "outputs.npz") as z:
-        produced = [z[f"a{i}"] for i in range(len(z.files))]
+    produced = list(load_arrays(job_dir / "outputs.npz"))
     parity = compare(reference, produced, labels)
     rec["parity"] = parity.to_dict()
     problems = intrinsic_problems(parity)
@@ -320,11 +331,9 @@ def _manifest(
     src = prepared.source
     g = min(golden_count, count(eval_inputs))
     golden_path = staging / GOLDEN
-    np.savez(
-        golden_path,
-        **{f"input_{i}": a for i, a in enumerate(take(eval_inputs, slice(0, g)))},
-        **{f"output_{i}": r[:g] for i, r in enumerate(reference)},
-    )
+    golden = {f"input_{i}": a for i, a in enumerate(take(eval_inputs, slice(0, g)))}
+    golden.update({f"output_{i}": r[:g] for i, r in enumerate(reference)})
+    np.savez(golden_path, **golden)  # type: ignore[arg-type]
     used = {src.format} | {d for j in jobs.values() if j.backend and j.record
                            for d in j.backend.toolchain}
     lock = toolchain_lock()

@@ -16,8 +16,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -25,13 +23,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _arrays(path: str | None) -> tuple[np.ndarray, ...] | None:
-    if path is None:
-        return None
-    with np.load(path) as z:
-        return tuple(z[f"a{i}"] for i in range(len(z.files)))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -43,7 +34,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
     from edgeyard.backends.base import ConvertRequest
     from edgeyard.backends.registry import load_backend_ref
-    from edgeyard.data import run_batched
+    from edgeyard.data import load_arrays, run_batched, save_arrays
     from edgeyard.model import SourceModel
 
     backend = load_backend_ref(job["backend"])
@@ -57,7 +48,7 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
         options=job["options"],
         out_path=out_path,
         workdir=workdir,
-        calibration=_arrays(job.get("calibration")),
+        calibration=load_arrays(job["calibration"]) if job.get("calibration") else None,
     )
     state["stage"] = "conversion"
     result: dict[str, Any] = {"ok": False}
@@ -71,7 +62,7 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
     )
     try:
         result["inspect"] = backend.inspect(path)
-    except Exception as exc:  # noqa: BLE001 - inspection is informative only
+    except Exception as exc:
         result["inspect"] = {"error": f"{type(exc).__name__}: {exc}"}
 
     cannot = backend.cannot_run_here()
@@ -80,9 +71,8 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
         return result
     state["stage"] = "verification"
     t1 = time.perf_counter()
-    engine = backend.load(path, threads=int(job.get("threads", 1)))
-    inputs = _arrays(job["evaluation"])
-    assert inputs is not None
+    engine = backend.load(path, threads=int(job.get("threads", 1)), source=source)
+    inputs = load_arrays(job["evaluation"])
     if len(engine.inputs) != len(inputs):
         raise ValueError(
             f"artifact has {len(engine.inputs)} inputs, the source model {len(inputs)}"
@@ -91,7 +81,7 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
     outputs = run_batched(engine.predict, inputs, batch)
     engine.close()
     result["verify_seconds"] = time.perf_counter() - t1
-    np.savez(job["outputs_path"], **{f"a{i}": o for i, o in enumerate(outputs)})
+    save_arrays(job["outputs_path"], outputs)
     result.update(ok=True, verified=True, engine_inputs=[s.to_dict() for s in engine.inputs])
     return result
 
@@ -109,7 +99,7 @@ def main(argv: list[str]) -> int:
     state = {"stage": "set-up"}
     try:
         result = run(job, state)
-    except BaseException as exc:  # noqa: BLE001 - everything becomes this target's failure
+    except BaseException as exc:
         traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _write_json(result_path, {"ok": False, "stage": state["stage"],

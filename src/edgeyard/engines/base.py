@@ -5,8 +5,11 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,9 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> TensorSpec:
-        return cls(str(d["name"]), tuple(int(x) for x in d["shape"]), str(d["dtype"]))  # type: ignore[union-attr]
+        shape = d["shape"]
+        assert isinstance(shape, (list, tuple))
+        return cls(str(d["name"]), tuple(int(x) for x in shape), str(d["dtype"]))
 
     @property
     def batch(self) -> int | None:
@@ -37,9 +42,19 @@ class Engine(ABC):
 
     format: str = ""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int = 1,
+        input_names: Sequence[str] | None = None,
+        output_names: Sequence[str] | None = None,
+    ) -> None:
+        # input_names / output_names: the source model's order; a format that does not keep
+        # the order (LiteRT signatures sort by name) is reordered to it when the names match
         self.path = os.fspath(path)
         self.threads = threads
+        self.input_names = list(input_names) if input_names else None
+        self.output_names = list(output_names) if output_names else None
         self.inputs: tuple[TensorSpec, ...] = ()
         self.outputs: tuple[TensorSpec, ...] = ()
 
@@ -64,8 +79,17 @@ ENGINES: dict[str, str] = {
 }
 
 
-def load_engine(format: str, path: str | os.PathLike[str], threads: int = 1) -> Engine:
-    """Load an artifact of `format` ('onnx', 'tflite', 'executorch', ...) with its runtime."""
+def load_engine(
+    format: str,
+    path: str | os.PathLike[str],
+    threads: int = 1,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> Engine:
+    """Load an artifact of `format` ('onnx', 'tflite', 'executorch', ...) with its runtime.
+
+    `input_names` / `output_names` give the source model's I/O order; `predict` then takes and
+    returns arrays in that order whatever order the format stores."""
     try:
         ref = ENGINES[format]
     except KeyError:
@@ -74,8 +98,17 @@ def load_engine(format: str, path: str | os.PathLike[str], threads: int = 1) -> 
         ) from None
     module, _, cls = ref.partition(":")
     engine_cls = getattr(importlib.import_module(module), cls)
-    engine: Engine = engine_cls(path, threads=threads)
+    engine: Engine = engine_cls(path, threads=threads, input_names=input_names,
+                                output_names=output_names)
     return engine
+
+
+def order_by_names(items: list[tuple[str, T]], names: list[str] | None) -> list[tuple[str, T]]:
+    """`items` (name, value) reordered to `names` when both hold the same names, else as is."""
+    if not names or sorted(names) != sorted(n for n, _ in items):
+        return items
+    by_name = dict(items)
+    return [(n, by_name[n]) for n in names]
 
 
 def numpy_dtype_name(dtype: object) -> str:

@@ -26,8 +26,10 @@ def _spec(i: int, prefix: str, meta: object) -> TensorSpec:
 class ExecutorchEngine(Engine):
     format = "executorch"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
+                 input_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None) -> None:
+        super().__init__(path, threads, input_names, output_names)
         rt_mod = require("executorch.runtime", extra="executorch", purpose="running .pte")
         # the Python bindings take and return torch tensors
         self._torch = require("torch", extra="executorch", purpose="running .pte")

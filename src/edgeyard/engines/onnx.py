@@ -24,14 +24,17 @@ _ORT_TYPES = {
 
 def _spec(arg: object) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)  # type: ignore[attr-defined]
-    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))  # type: ignore[attr-defined]
+    kind = str(arg.type)  # type: ignore[attr-defined]
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(kind, kind))  # type: ignore[attr-defined]
 
 
 class OnnxEngine(Engine):
     format = "onnx"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
+                 input_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None) -> None:
+        super().__init__(path, threads, input_names, output_names)
         ort = require("onnxruntime", purpose="running .onnx artifacts")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

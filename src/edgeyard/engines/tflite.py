@@ -8,14 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._deps import require
-from .base import Engine, TensorSpec
+from .base import Engine, TensorSpec, order_by_names
 
 
 class TfliteEngine(Engine):
     format = "tflite"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
+                 input_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None) -> None:
+        super().__init__(path, threads, input_names, output_names)
         litert = require("ai_edge_litert.interpreter", extra="tflite", purpose="running .tflite")
         self._it = litert.Interpreter(model_path=self.path, num_threads=threads)
         self._it.allocate_tensors()
@@ -30,9 +32,12 @@ class TfliteEngine(Engine):
         else:
             in_items = [(d["name"], d) for d in self._it.get_input_details()]
             out_items = [(d["name"], d) for d in self._it.get_output_details()]
+        in_items = order_by_names(in_items, self.input_names)
+        out_items = order_by_names(out_items, self.output_names)
         self._in_idx = [d["index"] for _, d in in_items]
         self._out_idx = [d["index"] for _, d in out_items]
         self._in_dtypes = [np.dtype(d["dtype"]) for _, d in in_items]
+        self._in_shapes = [tuple(int(x) for x in d["shape"]) for _, d in in_items]
         self.inputs = tuple(
             TensorSpec(n, tuple(int(x) for x in d["shape_signature"]), np.dtype(d["dtype"]).name)
             for n, d in in_items
@@ -46,6 +51,12 @@ class TfliteEngine(Engine):
         if len(inputs) != len(self._in_idx):
             raise ValueError(f"expected {len(self._in_idx)} inputs, got {len(inputs)}")
         it = self._it
+        shapes = [tuple(x.shape) for x in inputs]
+        if shapes != self._in_shapes:  # dynamic dimensions (e.g. a Keras model's batch)
+            for idx, shape in zip(self._in_idx, shapes, strict=True):
+                it.resize_tensor_input(idx, shape)
+            it.allocate_tensors()
+            self._in_shapes = shapes
         for idx, dtype, x in zip(self._in_idx, self._in_dtypes, inputs, strict=True):
             it.set_tensor(idx, np.ascontiguousarray(x, dtype=dtype))
         it.invoke()

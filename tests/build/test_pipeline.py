@@ -1,0 +1,174 @@
+"""The build pipeline on a real ONNX model with real crashing, hanging and raising converters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgeyard
+from edgeyard.backends import register_backend, unregister_backend
+from edgeyard.errors import ModelError, ProfileNotFound
+from fault_backends import (
+    AbortingBackend,
+    HangingBackend,
+    MissingToolchainBackend,
+    NanBackend,
+    RaisingBackend,
+)
+
+FAULTS = [AbortingBackend(), HangingBackend(), RaisingBackend(), MissingToolchainBackend(),
+          NanBackend()]
+
+PROFILE = """
+name = "faulty"
+description = "one good target among broken ones"
+[hardware]
+arch = "x86_64"
+os = "linux"
+[[targets]]
+backend = "onnx"
+precision = "fp32"
+{extra}
+"""
+
+
+def target(backend, precision="fp32"):
+    return f'[[targets]]\nbackend = "{backend}"\nprecision = "{precision}"\n'
+
+
+@pytest.fixture
+def fault_backends():
+    for b in FAULTS:
+        register_backend(b, replace=True)
+    yield
+    for b in FAULTS:
+        unregister_backend(b.name)
+
+
+def profile_dir(tmp_path, extra, name="faulty"):
+    d = tmp_path / "profiles"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.toml").write_text(PROFILE.replace("faulty", name).format(extra=extra))
+    return d
+
+
+def test_each_broken_target_fails_alone(tmp_path, tiny_model, tiny_data, fault_backends):
+    extra = "".join(target(b.name) for b in FAULTS)
+    extra += target("executorch") + target("coreml", "fp16")
+    release = edgeyard.build(
+        tiny_model, profiles=["faulty"], evaluation=tiny_data, out=tmp_path / "rel",
+        profile_dirs=[profile_dir(tmp_path, extra)], timeout_s=20, log=None,
+    )
+    chain = {e["backend"]: e for e in release.chain("faulty")}
+    assert chain["onnx"]["status"] == "ok"
+    assert chain["onnx"]["parity"]["max_abs_error"] < 1e-5
+    assert chain["test-abort"]["status"] == "failed"
+    assert "crashed with SIGABRT" in chain["test-abort"]["reason"]
+    assert "about to abort" in chain["test-abort"]["log_tail"]
+    assert chain["test-hang"]["reason"] == "timed out after 20 s (killed)"
+    assert "aten::frobnicate" in chain["test-raise"]["reason"]
+    assert chain["test-missing"]["status"] == "skipped"
+    assert "edgeyard_no_such_toolchain not installed" in chain["test-missing"]["reason"]
+    assert chain["test-nan"]["status"] == "failed"
+    assert chain["test-nan"]["reason"] == "outputs contain NaN or Inf"
+    assert chain["executorch"]["status"] == "skipped"
+    assert "converts from torch models; this model is onnx" in chain["executorch"]["reason"]
+    assert chain["coreml"]["status"] == "skipped"
+    assert "not implemented" in chain["coreml"]["reason"]
+    assert not release.ok
+    assert {p for p, _ in release.failed} == {"faulty"}
+    # the good artifact is intact and hashed; the failed ones left no files behind
+    assert release.verify_files() == []
+    files = sorted(p.name for p in (release.path / "artifacts").iterdir())
+    assert files == ["tiny-onnx-fp32.onnx", "tiny-test-nan-fp32.onnx"]
+    summary = release.summary()
+    assert "FAILED: converter process crashed with SIGABRT" in summary
+    assert "SKIPPED" in summary
+
+
+def test_int8_without_calibration_fails_that_target_only(tmp_path, tiny_model, tiny_data):
+    release = edgeyard.build(
+        tiny_model, profiles=["q"], evaluation=tiny_data, out=tmp_path / "rel",
+        profile_dirs=[profile_dir(tmp_path, target("onnx", "int8"), "q")], log=None,
+    )
+    chain = release.chain("q")
+    assert chain[0]["status"] == "ok"
+    assert chain[1]["status"] == "failed"
+    assert "int8 needs calibration data" in chain[1]["reason"]
+
+
+def test_unknown_profile_stops_before_any_work(tmp_path, tiny_model, tiny_data):
+    with pytest.raises(ProfileNotFound) as exc:
+        edgeyard.build(tiny_model, profiles=["pixel-9"], evaluation=tiny_data,
+                       out=tmp_path / "rel", log=None)
+    assert "pixel-8" in str(exc.value) and "linux-x86_64" in str(exc.value)
+    assert not (tmp_path / "rel").exists()
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage\xff" * 10, "truncate"])
+def test_corrupt_onnx_is_a_clear_model_error(tmp_path, tiny_model, tiny_data, content):
+    bad = tmp_path / "bad.onnx"
+    if content == "truncate":
+        data = tiny_model.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(ModelError) as exc:
+        edgeyard.build(bad, profiles=["linux-x86_64"], evaluation=tiny_data,
+                       out=tmp_path / "rel", log=None)
+    assert "is not a valid ONNX model" in str(exc.value)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_a_rebuild_replaces_the_release_atomically(tmp_path, tiny_model, tiny_data):
+    kw = dict(profiles=["p"], evaluation=tiny_data, out=tmp_path / "rel", log=None,
+              profile_dirs=[profile_dir(tmp_path, "", "p")])
+    first = edgeyard.build(tiny_model, version="1", **kw)
+    second = edgeyard.build(tiny_model, version="2", **kw)
+    assert first.path == second.path
+    assert edgeyard.load_release(tmp_path / "rel").version == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profiles", "rel", "tiny.onnx"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgeyard.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def write_config(tmp_path, model, profiles, calibration=True):
+    x = np.random.default_rng(2).normal(size=(32, 16)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", x=x)
+    np.savez(tmp_path / "calib.npz", x=x)
+    cfg = tmp_path / "build.toml"
+    cfg.write_text(
+        f'[model]\nname = "tiny"\nversion = "1.0"\nsource = "{model.name}"\n\n'
+        f'[data]\nevaluation = "eval.npz"\n'
+        + ('calibration = "calib.npz"\n' if calibration else "")
+        + f'\n[build]\nprofiles = {json.dumps(profiles)}\nout = "out"\n'
+        f'profile_dirs = ["profiles"]\n'
+    )
+    return cfg
+
+
+def test_cli_build_exit_codes(tmp_path, tiny_model):
+    # skipped targets (not implemented, wrong source format) do not fail the build: exit 0
+    profile_dir(tmp_path, target("coreml", "fp16") + target("executorch"), "skips")
+    r = cli("build", str(write_config(tmp_path, tiny_model, ["skips"])))
+    assert r.returncode == 0, r.stderr
+    assert "SKIPPED" in r.stdout and "not implemented" in r.stdout
+    # a failed target: exit 1
+    profile_dir(tmp_path, target("onnx", "int8"), "int8")
+    r = cli("build", str(write_config(tmp_path, tiny_model, ["int8"], calibration=False)))
+    assert r.returncode == 1
+    assert "FAILED: int8 needs calibration data" in r.stdout
+    # bad input stops the command: exit 2 with one clear line, no traceback
+    (tmp_path / "tiny.onnx").write_bytes(b"junk")
+    r = cli("build", str(write_config(tmp_path, tiny_model, ["skips"])))
+    assert r.returncode == 2
+    assert "is not a valid ONNX model" in r.stderr and "Traceback" not in r.stderr
+    r = cli("build", str(write_config(tmp_path, tiny_model, ["nope"])))
+    assert r.returncode == 2 and "no device profile named 'nope'" in r.stderr
