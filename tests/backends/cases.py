@@ -61,7 +61,7 @@ def build_cases(digits_data, digits_cnn) -> dict[str, Case]:
         "digits_cnn": Case("digits_cnn", digits_cnn, (d.x_eval[:1],), (d.x_eval,), d.y_eval,
                            (d.x_calib,)),
         "mlp_softmax": Case("mlp_softmax", _mlp(torch), (flat_eval[:1],), (flat_eval,), None,
-                            None, ("fp32",)),
+                            None),
         "two_in_two_out": Case("two_in_two_out", _two_io(torch), (z[:1], a[:1]), (z, a), None,
                                None),
     }
