@@ -20,6 +20,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "build": "edgeyard.build",
+    "gate": "edgeyard.gate",
+    "GatePolicy": "edgeyard.gate",
+    "GateReport": "edgeyard.gate",
     "Release": "edgeyard.release",
     "load_release": "edgeyard.release",
     "Profile": "edgeyard.profiles",
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
         ProfileError,
         ProfileNotFound,
     )
+    from .gate import GatePolicy, GateReport, gate
     from .profiles import Budgets, Profile, Target, available_profiles, load_profile
     from .release import Release, load_release
 

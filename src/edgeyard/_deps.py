@@ -26,6 +26,7 @@ EXTRA_OF: dict[str, str] = {
     "keras": "tflite",
     "executorch": "executorch",
     "torchao": "executorch",
+    "scipy": "gate",
     "onnx_graphsurgeon": "tflite",
     "sng4onnx": "tflite",
     "jsonschema": "schema",

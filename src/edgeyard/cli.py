@@ -133,6 +133,71 @@ def inspect(
     raise typer.Exit(1 if problems else 0)
 
 
+@app.command()
+def gate(
+    candidate: Annotated[Path, typer.Argument(help="candidate release directory")],
+    baseline: Annotated[Path, typer.Option(help="baseline release directory (the last release)")],
+    profile: Annotated[list[str] | None, typer.Option(help="profile(s) to gate (default: all shared)")] = None,
+    runner: Annotated[str | None, typer.Option(help="local or agent://host:port (default: the profile's)")] = None,
+    runner_token: Annotated[str | None, typer.Option(envvar="EDGEYARD_AGENT_TOKEN", help="agent token")] = None,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="write the Markdown summary here")] = None,
+    targets: Annotated[str, typer.Option(help="primary: each profile's first OK target; all")] = "primary",
+    min_rounds: Annotated[int, typer.Option(help="interleaved rounds before the first decision")] = 6,
+    max_rounds: Annotated[int, typer.Option(help="cap on rounds; then 'inconclusive'")] = 30,
+    latency_floor: Annotated[float, typer.Option(help="smallest p50 regression that counts")] = 0.05,
+    latency_p90_floor: Annotated[float, typer.Option(help="smallest p90 regression that counts")] = 0.10,
+    size_tolerance: Annotated[float, typer.Option(help="allowed artifact growth")] = 0.05,
+) -> None:
+    """Gate a candidate release against the baseline on the production hardware.
+
+    Exit 0 pass, 1 regression or broken budget, 2 inconclusive after the run cap, 3 the gate
+    could not run. The Markdown summary is appended to $GITHUB_STEP_SUMMARY when it is set.
+    """
+    from .gate import GateError, GatePolicy, write_reports
+    from .gate import gate as run_gate
+
+    if targets not in ("primary", "all"):
+        typer.echo("error: --targets must be 'primary' or 'all'", err=True)
+        raise typer.Exit(3)
+    if not 2 <= min_rounds <= max_rounds:
+        typer.echo("error: need 2 <= --min-rounds <= --max-rounds", err=True)
+        raise typer.Exit(3)
+    policy = GatePolicy(latency_floor=latency_floor, latency_p90_floor=latency_p90_floor,
+                        size_tolerance=size_tolerance,
+                        min_rounds=min_rounds, max_rounds=max_rounds, targets=targets)
+    try:
+        report = run_gate(candidate, baseline, profile or None, runner, policy=policy,
+                          token=runner_token)
+    except (GateError, EdgeyardError) as exc:
+        typer.echo(f"error: the gate could not run: {exc}", err=True)
+        raise typer.Exit(3) from None
+    write_reports(report, junit, json_out, markdown)
+    typer.echo(report.to_markdown())
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def agent(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free port)")] = 8765,
+    token: Annotated[str | None, typer.Option(envvar="EDGEYARD_AGENT_TOKEN", help="bearer token")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="file holding the token")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where uploads go (default: a temp dir)")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 256.0,
+) -> None:
+    """Run the measurement agent on a device (the gate's agent://host:port runner)."""
+    from .agent import serve
+
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    if not token:
+        typer.echo("error: the agent needs a token: --token-file or $EDGEYARD_AGENT_TOKEN", err=True)
+        raise typer.Exit(2)
+    serve(host, port, token, workdir, int(max_upload_mb * 1024 * 1024))
+
+
 def main() -> None:
     try:
         app()

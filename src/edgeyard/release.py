@@ -31,6 +31,7 @@ SCHEMA_ID = "edgeyard.release"
 SCHEMA_VERSION = 1
 MANIFEST = "release.json"
 GOLDEN = "golden.npz"
+PREDICTIONS = "predictions.npz"
 STATUSES = ("ok", "failed", "skipped", "unverified")
 
 
@@ -142,6 +143,14 @@ class Release:
             outs = [z[f"output_{i}"] for i in range(g["outputs"])]
         return ins, outs
 
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Top-1 per evaluation sample: 'source', 'labels' (when given), and each artifact id."""
+        pred = self.manifest["evaluation"].get("predictions")
+        if not pred:
+            return {}
+        with np.load(self.path / pred["path"]) as z:
+            return {k: z[k] for k in z.files}
+
     def verify_files(self) -> list[str]:
         """Problems found by re-hashing every file the manifest names (empty when all match)."""
         problems = []
@@ -149,6 +158,9 @@ class Release:
                  if a.get("path")]
         g = self.manifest["golden"]
         files.append((g["path"], g["sha256"], "golden data"))
+        pred = self.manifest["evaluation"].get("predictions")
+        if pred:
+            files.append((pred["path"], pred["sha256"], "evaluation predictions"))
         for rel, digest, what in files:
             p = self.path / rel
             if not p.exists():

@@ -42,7 +42,7 @@ from ..data import (
 from ..errors import DataError, EdgeyardError
 from ..model import PreparedModel, prepare
 from ..profiles import Profile, Target, load_profile
-from ..release import GOLDEN, MANIFEST, Release, sha256_file, write_json_atomic
+from ..release import GOLDEN, MANIFEST, PREDICTIONS, Release, sha256_file, write_json_atomic
 from .isolate import run_child
 from .verify import (
     Parity,
@@ -50,6 +50,7 @@ from .verify import (
     budget_problems,
     compare,
     intrinsic_problems,
+    is_classification,
     selftest_tolerance,
 )
 
@@ -68,6 +69,7 @@ class _Job:
     reason: str | None = None  # why it was not built
     status: str = "pending"
     record: dict[str, Any] = field(default_factory=dict)
+    predictions: np.ndarray | None = None  # top-1 class per evaluation sample (classifiers)
 
 
 def _split_evaluation(evaluation: Any) -> tuple[Any, np.ndarray | None]:
@@ -288,6 +290,8 @@ def _run_job(
     produced = list(load_arrays(job_dir / "outputs.npz"))
     parity = compare(reference, produced, labels)
     rec["parity"] = parity.to_dict()
+    if is_classification(produced[0]):
+        job.predictions = produced[0].argmax(axis=1).astype(np.int32)
     problems = intrinsic_problems(parity)
     if problems:
         job.status, job.reason = "failed", "; ".join(problems)
@@ -334,6 +338,20 @@ def _manifest(
     golden = {f"input_{i}": a for i, a in enumerate(take(eval_inputs, slice(0, g)))}
     golden.update({f"output_{i}": r[:g] for i, r in enumerate(reference)})
     np.savez(golden_path, **golden)  # type: ignore[arg-type]
+    evaluation: dict[str, Any] = {
+        "count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
+        "labels": labels is not None, "source_accuracy": source_acc,
+    }
+    if is_classification(reference[0]):
+        # per-sample top-1 of the source and of every verified artifact: the gate's paired
+        # accuracy test (McNemar) compares two releases on the same samples with these
+        preds = {"source": reference[0].argmax(axis=1).astype(np.int32)}
+        if labels is not None:
+            preds["labels"] = labels.astype(np.int64)
+        preds.update({k: j.predictions for k, j in jobs.items() if j.predictions is not None})
+        np.savez(staging / PREDICTIONS, **preds)  # type: ignore[arg-type]
+        evaluation["predictions"] = {"path": PREDICTIONS,
+                                     "sha256": sha256_file(staging / PREDICTIONS)}
     used = {src.format} | {d for j in jobs.values() if j.backend and j.record
                            for d in j.backend.toolchain}
     lock = toolchain_lock()
@@ -381,8 +399,7 @@ def _manifest(
         "toolchain": {d: lock[d] for d in sorted(distributions) if d in lock},
         "calibration": None if cal_inputs is None
         else {"count": count(cal_inputs), "sha256": fingerprint(cal_inputs)},
-        "evaluation": {"count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
-                       "labels": labels is not None, "source_accuracy": source_acc},
+        "evaluation": evaluation,
         "golden": {"path": GOLDEN, "sha256": sha256_file(golden_path), "count": g,
                    "inputs": len(eval_inputs), "outputs": len(reference)},
         "artifacts": {k: _artifact_entry(j) for k, j in jobs.items()},
