@@ -27,6 +27,7 @@ EXTRA_OF: dict[str, str] = {
     "executorch": "executorch",
     "torchao": "executorch",
     "scipy": "gate",
+    "cryptography": "sign",
     "onnx_graphsurgeon": "tflite",
     "sng4onnx": "tflite",
     "jsonschema": "schema",

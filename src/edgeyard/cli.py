@@ -35,6 +35,7 @@ def build(
     profile: Annotated[list[str] | None, typer.Option(help="profile(s) to build (overrides)")] = None,
     profile_dir: Annotated[list[Path] | None, typer.Option(help="extra profile directory")] = None,
     jobs: Annotated[int | None, typer.Option(help="targets converted in parallel")] = None,
+    sign_key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with")] = None,
 ) -> None:
     """Build and verify a release from a config file. Exit 1 when any target FAILED."""
     from .build.pipeline import build as run_build
@@ -55,6 +56,7 @@ def build(
             profile_dirs=[*cfg.profile_dirs, *(profile_dir or [])],
             timeout_s=cfg.timeout_s,
             jobs=jobs or cfg.jobs,
+            sign_key=sign_key,
         )
     except EdgeyardError as exc:
         raise _fail(exc) from None
@@ -104,8 +106,10 @@ def profiles(
 def inspect(
     release: Annotated[Path, typer.Argument(help="release directory")],
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest")] = False,
+    public_key: Annotated[Path | None, typer.Option(help="verify the signature with this key")] = None,
 ) -> None:
-    """Show what a release holds; check its schema and every file's sha256. Exit 1 on mismatch."""
+    """Show what a release holds; check its schema, every file's sha256 and, with
+    --public-key, its signature. Exit 1 on any mismatch."""
     from .release import load_release
 
     try:
@@ -121,7 +125,16 @@ def inspect(
         cal = m["calibration"]
         typer.echo(f"calibration: {cal['count']} samples" if cal else "calibration: none")
         typer.echo("toolchain: " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()))
+        sig = m.get("signature")
+        typer.echo(f"signature: {sig['algorithm']} key {sig['key_id']}" if sig else
+                   "signature: none (edgeyard sign RELEASE --key KEY.pem)")
     problems = rel.verify_files()
+    if public_key is not None:
+        from .signing import verify_manifest
+
+        verdict = verify_manifest(rel.manifest, public_key)
+        if not verdict.manifest_ok:
+            problems.append(f"signature: {verdict.reason}")
     try:
         rel.validate()
     except EdgeyardError as exc:
@@ -131,6 +144,41 @@ def inspect(
     if not as_json and not problems:
         typer.echo("files: every sha256 matches; manifest matches its schema")
     raise typer.Exit(1 if problems else 0)
+
+
+keys_app = typer.Typer(help="Release signing keys (Ed25519).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="private key file; the public key goes next to it as .pub.pem")] = Path("edgeyard-release.pem"),
+) -> None:
+    """Generate an Ed25519 key pair for signing releases (private key mode 0600)."""
+    from .signing import generate_keys, key_id, load_public_key
+
+    try:
+        priv, pub = generate_keys(out)
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"private key: {priv} (keep it secret; CI secret for `edgeyard build --sign-key`)")
+    typer.echo(f"public key:  {pub} (ship it with the app: Runtime.from_release(..., public_key=...))")
+    typer.echo(f"key id:      {key_id(load_public_key(pub))}")
+
+
+@app.command()
+def sign(
+    release: Annotated[Path, typer.Argument(help="release directory")],
+    key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM)")],
+) -> None:
+    """Sign a release's manifest (and each artifact's entry) with an Ed25519 key."""
+    from .signing import sign_release
+
+    try:
+        kid = sign_release(release, key)
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"signed {release / 'release.json'} with key {kid}")
 
 
 @app.command()

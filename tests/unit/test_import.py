@@ -34,6 +34,20 @@ def test_touching_the_public_api_loads_no_toolchain():
     assert _loaded_after(code) == []
 
 
+DEVICE_HEAVY = ["torch", "tensorflow", "coremltools", "tvm", "keras", "onnx", "jax", "scipy",
+                "onnx2tf", "executorch"]
+
+
+def test_device_side_modules_load_no_converter():
+    code = ("import edgeyard.runtime, edgeyard.engines, edgeyard.agent, edgeyard.bench.child\n"
+            "from edgeyard.runtime import Runtime, BreakerPolicy, RemoteModel\n"
+            "import edgeyard.signing\n")
+    probe = (f"{code}import sys, json\n"
+             f"print(json.dumps([m for m in {DEVICE_HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
 def test_public_names_resolve_and_are_listed():
     assert edgeyard.__version__
     for name in edgeyard.__all__:

@@ -101,6 +101,7 @@ def build(
     timeout_s: float = 900.0,
     golden_count: int = 8,
     jobs: int = 1,
+    sign_key: str | os.PathLike[str] | None = None,
     log: Log | None = _stderr_log,
 ) -> Release:
     """Build, verify and write a release of `model` for each profile in `profiles`.
@@ -115,6 +116,7 @@ def build(
         never made up when missing.
     evaluation: held-out data, `(inputs, labels)` or inputs alone; every artifact is run on it.
     out: the release directory (replaced atomically when it exists).
+    sign_key: an Ed25519 private key (PEM) to sign the manifest with (`edgeyard keys generate`).
 
     Returns the `Release`; `release.ok` is False when any target FAILED. Raises an
     `EdgeyardError` only for problems that stop the whole build (unknown profile, unreadable
@@ -126,6 +128,11 @@ def build(
     loaded = [load_profile(p, profile_dirs) for p in profiles]
     if not loaded:
         raise EdgeyardError("build needs at least one profile")
+    key = None
+    if sign_key is not None:
+        from ..signing import load_private_key
+
+        key = load_private_key(sign_key)  # a bad key fails before any work
     out = Path(out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -136,6 +143,12 @@ def build(
         release = _build(model, example_inputs, loaded, calibration, evaluation, staging, work,
                          name or _default_name(model), version, timeout_s, golden_count,
                          max(1, jobs), say)
+        if key is not None:
+            from ..signing import key_id, sign_manifest
+
+            release.manifest = sign_manifest(release.manifest, key)
+            write_json_atomic(staging / MANIFEST, release.manifest)
+            say(f"signed with key {key_id(key.public_key())}")
         shutil.rmtree(work, ignore_errors=True)
         _publish(staging, out)
     except BaseException:

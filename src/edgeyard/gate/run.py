@@ -261,14 +261,20 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
         say(f"{profile} {target}: {n} rounds, " + ", ".join(
             f"{k} {t.ratio:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}] {v}"
             for k, (v, t) in decided.items()))
-        if not pending or n >= policy.max_rounds:
+        # a regression already shown decides the verdict: more rounds would not change it
+        found = any(v == "fail" for v, _ in decided.values())
+        if not pending or found or n >= policy.max_rounds:
             break
     units = {"latency_p50": "ms", "latency_p90": "ms", "peak_memory": "MB"}
     floors = {"latency_p50": policy.latency_floor, "latency_p90": policy.latency_p90_floor,
               "peak_memory": policy.memory_floor}
     for figure, (verdict, t) in decided.items():
         b_vals, c_vals = _series(runs["baseline"], figure), _series(runs["candidate"], figure)
-        if verdict == "ambiguous":
+        if verdict == "ambiguous" and any(v == "fail" for v, _ in decided.values()):
+            verdict = "inconclusive"
+            msg = (f"not settled after {n} rounds; measuring stopped because another figure "
+                   f"already shows a regression (CI {t.ci_low:.3f}-{t.ci_high:.3f})")
+        elif verdict == "ambiguous":
             verdict = "inconclusive"
             msg = (f"after {n} rounds (the cap) the {100 * (1 - policy.alpha):g}% CI "
                    f"{t.ci_low:.3f}-{t.ci_high:.3f} neither rules out a regression above "
