@@ -1,0 +1,39 @@
+"""`edgeyard keys generate`, `edgeyard sign`, `edgeyard inspect --public-key` for real."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+
+from edgeyard.signing import verify_manifest
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgeyard.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_generate_sign_verify(signed_release, release_copy, tmp_path):
+    r = cli("keys", "generate", "--out", tmp_path / "ci.pem")
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((tmp_path / "ci.pem").stat().st_mode) == 0o600
+    assert (tmp_path / "ci.pub.pem").exists() and "key id:" in r.stdout
+    assert cli("keys", "generate", "--out", tmp_path / "ci.pem").returncode == 2  # no overwrite
+    r = cli("sign", release_copy, "--key", tmp_path / "ci.pem")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((release_copy / "release.json").read_text())
+    assert verify_manifest(manifest, tmp_path / "ci.pub.pem").manifest_ok
+    r = cli("inspect", release_copy, "--public-key", tmp_path / "ci.pub.pem")
+    assert r.returncode == 0 and "signature: ed25519 key" in r.stdout
+    r = cli("inspect", release_copy, "--public-key", signed_release["public"])
+    assert r.returncode == 1 and "(wrong key)" in r.stderr
+
+
+def test_sign_refuses_a_release_whose_files_changed(release_copy, tmp_path):
+    cli("keys", "generate", "--out", tmp_path / "k.pem")
+    art = next((release_copy / "artifacts").iterdir())
+    art.write_bytes(art.read_bytes() + b"\0")
+    r = cli("sign", release_copy, "--key", tmp_path / "k.pem")
+    assert r.returncode == 2 and "refusing to sign" in r.stderr
