@@ -84,3 +84,31 @@ def test_the_profiles_budget_is_checked(gate_releases, tmp_path):
     found = {f["figure"]: f for f in json.loads((tmp_path / "g.json").read_text())["findings"]}
     assert found["budget_latency_p90"]["verdict"] == "fail"
     assert "vs budget 0.0001 ms" in found["budget_latency_p90"]["message"]
+
+
+def test_failed_target_and_changed_fallback_ops_are_reported(gate_releases, tmp_path):
+    import shutil
+
+    import edgeyard
+    from edgeyard.gate import GatePolicy
+
+    cand = tmp_path / "cand"
+    shutil.copytree(gate_releases["base"], cand)
+    manifest = json.loads((cand / "release.json").read_text())
+    manifest["artifacts"]["onnx-fp32"]["details"]["fallback_ops"] = ["aten.gelu.default"]
+    # a second target that the baseline lacks and the candidate failed to build
+    manifest["artifacts"]["onnx-int8"] = {**manifest["artifacts"]["onnx-fp32"], "status": "failed",
+                                          "precision": "int8", "path": None, "sha256": None}
+    manifest["profiles"]["host"]["chain"].append(
+        {"target": "onnx-int8", "backend": "onnx", "precision": "int8", "status": "failed",
+         "reasons": ["conversion failed: RuntimeError: boom"]})
+    (cand / "release.json").write_text(json.dumps(manifest))
+    report = edgeyard.gate(cand, gate_releases["base"], profile="host", runner="local",
+                           policy=GatePolicy(min_rounds=2, max_rounds=2, latency_floor=5.0,
+                                             latency_p90_floor=5.0, memory_floor=5.0), log=None)
+    found = {(f.figure, f.target): f for f in report.findings}
+    status = found[("status", "onnx-int8")]
+    assert status.verdict == "fail" and "FAILED at build: conversion failed" in status.message
+    ops = found[("fallback_ops", "onnx-fp32")]
+    assert ops.verdict == "warn" and "aten.gelu.default" in ops.message
+    assert report.exit_code == 1
