@@ -28,6 +28,7 @@ EXTRA_OF: dict[str, str] = {
     "torchao": "executorch",
     "scipy": "gate",
     "cryptography": "sign",
+    "opentelemetry": "telemetry",
     "onnx_graphsurgeon": "tflite",
     "sng4onnx": "tflite",
     "jsonschema": "schema",

@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "release.json"
 GOLDEN = "golden.npz"
 PREDICTIONS = "predictions.npz"
+TELEMETRY_DIR = "telemetry"
 STATUSES = ("ok", "failed", "skipped", "unverified")
 
 
@@ -143,6 +144,17 @@ class Release:
             outs = [z[f"output_{i}"] for i in range(g["outputs"])]
         return ins, outs
 
+    def reference(self) -> Any:
+        """The build-time reference window (projections over the held-out data), or None for
+        releases built before telemetry existed."""
+        from .telemetry.window import Window
+
+        tel = self.manifest.get("telemetry")
+        if not tel:
+            return None
+        data = json.loads((self.path / tel["reference"]["path"]).read_text())
+        return Window.from_json(tel["projections"], data)
+
     def predictions(self) -> dict[str, np.ndarray]:
         """Top-1 per evaluation sample: 'source', 'labels' (when given), and each artifact id."""
         pred = self.manifest["evaluation"].get("predictions")
@@ -161,6 +173,10 @@ class Release:
         pred = self.manifest["evaluation"].get("predictions")
         if pred:
             files.append((pred["path"], pred["sha256"], "evaluation predictions"))
+        tel = self.manifest.get("telemetry")
+        if tel:
+            files.append((tel["reference"]["path"], tel["reference"]["sha256"],
+                          "telemetry reference"))
         for rel, digest, what in files:
             p = self.path / rel
             if not p.exists():

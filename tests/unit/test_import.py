@@ -40,6 +40,7 @@ DEVICE_HEAVY = ["torch", "tensorflow", "coremltools", "tvm", "keras", "onnx", "j
 
 def test_device_side_modules_load_no_converter():
     code = ("import edgeyard.runtime, edgeyard.engines, edgeyard.agent, edgeyard.bench.child\n"
+            "import edgeyard.telemetry, edgeyard.telemetry.otlp\n"
             "from edgeyard.runtime import Runtime, BreakerPolicy, RemoteModel\n"
             "import edgeyard.signing\n")
     probe = (f"{code}import sys, json\n"

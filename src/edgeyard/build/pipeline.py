@@ -42,7 +42,17 @@ from ..data import (
 from ..errors import DataError, EdgeyardError
 from ..model import PreparedModel, prepare
 from ..profiles import Profile, Target, load_profile
-from ..release import GOLDEN, MANIFEST, PREDICTIONS, Release, sha256_file, write_json_atomic
+from ..release import (
+    GOLDEN,
+    MANIFEST,
+    PREDICTIONS,
+    TELEMETRY_DIR,
+    Release,
+    sha256_file,
+    write_json_atomic,
+)
+from ..telemetry.projections import default_projections
+from ..telemetry.window import dumps_reference, reference_window
 from .isolate import run_child
 from .verify import (
     Parity,
@@ -355,6 +365,14 @@ def _manifest(
         "count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
         "labels": labels is not None, "source_accuracy": source_acc,
     }
+    spec = default_projections([s.to_dict() for s in src.inputs],
+                               [s.to_dict() for s in src.outputs], reference)
+    (staging / TELEMETRY_DIR).mkdir(exist_ok=True)
+    ref_path = staging / TELEMETRY_DIR / "reference.json"
+    ref_path.write_text(dumps_reference(reference_window(spec, eval_inputs, reference)))
+    telemetry = {"projections": spec,
+                 "reference": {"path": f"{TELEMETRY_DIR}/reference.json",
+                               "sha256": sha256_file(ref_path)}}
     if is_classification(reference[0]):
         # per-sample top-1 of the source and of every verified artifact: the gate's paired
         # accuracy test (McNemar) compares two releases on the same samples with these
@@ -417,5 +435,6 @@ def _manifest(
                    "inputs": len(eval_inputs), "outputs": len(reference)},
         "artifacts": {k: _artifact_entry(j) for k, j in jobs.items()},
         "profiles": profiles_out,
+        "telemetry": telemetry,
         "signature": None,
     }
