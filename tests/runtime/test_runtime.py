@@ -255,4 +255,5 @@ def test_soak_10000_calls_4_threads_random_faults(signed_release):
         assert eng.injected["raise"] > 0 and eng.injected["nan"] > 0
         assert counts.get((tid, "error"), 0) == eng.injected["raise"]
         assert counts.get((tid, "invalid_output"), 0) == eng.injected["nan"]
-    assert st["served_by"]["tflite-int8"] > 5000  # the primary still serves most calls
+    # the primary came back after its cool-offs and kept serving
+    assert st["served_by"].get("tflite-int8", 0) > 1000

@@ -46,7 +46,7 @@ class FallbackEvent:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallEvent:
     """What a telemetry collector sees of one call (the arrays stay on the device)."""
 

@@ -146,8 +146,9 @@ class Collector:
             return
         inputs = event.inputs
         if self.copy_inputs:  # the app may reuse its input buffers
-            inputs = tuple(np.array(x, copy=True) for x in inputs)
-        fb = tuple((f.engine, f.kind, f.reason) for f in event.fallbacks)
+            inputs = tuple([x.copy() for x in inputs])
+        fb = tuple([(f.engine, f.kind, f.reason) for f in event.fallbacks]) if event.fallbacks \
+            else ()
         self._queue.append((inputs, event.outputs, event.engine, event.latency_s, fb))
 
     def observe(self, inputs: Any, outputs: Any, engine: str = "app", latency_s: float = 0.0
@@ -195,27 +196,34 @@ class Collector:
                 self._close_window()
 
     def _add(self, items: list[tuple[Any, ...]]) -> None:
+        if not items:
+            return
         w = self._window
-        # group by input shapes so each group projects as one vectorized batch
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for it in items:
-            key = (*(x.shape[1:] for x in it[0]), it[1] is None)
-            groups.setdefault(key, []).append(it)
-        for group in groups.values():
-            ins = tuple(np.concatenate([it[0][k] for it in group])
-                        for k in range(len(group[0][0])))
-            outs = None
-            if group[0][1] is not None:
-                outs = [np.concatenate([it[1][k] for it in group])
-                        for k in range(len(group[0][1]))]
-            w.add_batch(self.projector, ins, outs)
-        w.sketches[LATENCY].update(np.array([it[3] * 1e3 for it in items]))
-        for it in items:
-            w.engines[it[2] or "none"] += 1
-            for f in it[4]:
-                w.fallbacks[f] += 1
+        try:  # the common case: every call has the same shapes, one vectorized batch
+            self._project(w, items)
+        except ValueError:  # mixed shapes: one batch per shape
+            groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+            for it in items:
+                key = (*(x.shape[1:] for x in it[0]), it[1] is None)
+                groups.setdefault(key, []).append(it)
+            for group in groups.values():
+                self._project(w, group)
+        ins, outs, engines, latencies, fallbacks = zip(*items, strict=True)
+        w.sketches[LATENCY].update(np.fromiter(latencies, np.float64, len(items)) * 1e3)
+        w.engines.update(e or "none" for e in engines)
+        for fb in fallbacks:
+            if fb:
+                w.fallbacks.update(fb)
         w.calls += len(items)
         w.end_ns = time.time_ns()
+
+    def _project(self, w: Window, items: list[tuple[Any, ...]]) -> None:
+        first = items[0]
+        ins = tuple(np.concatenate([it[0][k] for it in items]) for k in range(len(first[0])))
+        outs = None
+        if first[1] is not None:
+            outs = [np.concatenate([it[1][k] for it in items]) for k in range(len(first[1]))]
+        w.add_batch(self.projector, ins, outs)
 
     def _close_window(self) -> None:
         w = self._window
@@ -232,7 +240,8 @@ class Collector:
         self._wake_upload.set()
 
     def _aggregate_loop(self) -> None:
-        while not self._stop.wait(0.05):
+        # wake rarely and work in big batches: fewer, larger numpy calls hold the GIL less
+        while not self._stop.wait(0.25):
             try:
                 self._drain()
             except Exception:
