@@ -13,7 +13,6 @@ against its file, `Release.validate()` checks the manifest against its schema.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from ._hashing import sha256_file
 from .errors import ManifestError
 
 SCHEMA_ID = "edgeyard.release"
@@ -34,20 +34,6 @@ GOLDEN = "golden.npz"
 PREDICTIONS = "predictions.npz"
 TELEMETRY_DIR = "telemetry"
 STATUSES = ("ok", "failed", "skipped", "unverified")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, or of a bundle directory (sorted relative paths and their bytes)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(f.relative_to(p).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .._hashing import sha256_file
 from ..bench.process import MeasureError, measure_in_process
 from ..bench.protocol import MeasureSpec
 
@@ -76,14 +77,6 @@ class AgentServer(ThreadingHTTPServer):
         super().server_close()
         if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -210,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path is None or not path.is_file():
                 self._error(HTTPStatus.BAD_REQUEST, f"{what} file not uploaded or bad name")
                 return
-            actual = _sha256(path)
+            actual = sha256_file(path)
             if actual != digest:
                 self._error(HTTPStatus.CONFLICT,
                             f"{what} sha256 {actual[:16]}... does not match the manifest's "

@@ -7,7 +7,6 @@ outputs, so the metrics live in one place (`verify.py`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -17,14 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, default=str))
@@ -32,6 +23,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
+    from edgeyard._hashing import sha256_file
     from edgeyard.backends.base import ConvertRequest
     from edgeyard.backends.registry import load_backend_ref
     from edgeyard.data import load_arrays, run_batched, save_arrays
@@ -58,7 +50,7 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
     path = Path(converted.path)
     result.update(
         path=str(path), details=converted.details, size_bytes=_artifact_size(path),
-        sha256=_sha256(path) if path.is_file() else None,
+        sha256=sha256_file(path) if path.exists() else None,
     )
     try:
         result["inspect"] = backend.inspect(path)

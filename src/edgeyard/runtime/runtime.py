@@ -7,7 +7,6 @@ need it), tensorflow, coremltools or a TVM compiler.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._hashing import sha256_file
 from ..data import as_arrays, check_arrays, run_batched
 from ..engines.base import Engine, TensorSpec, load_engine
 from ..errors import EdgeyardError, ManifestError
@@ -69,14 +69,6 @@ class _Slot:
     engine: Engine | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     batch: int | None = None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Runtime:
@@ -381,7 +373,7 @@ class _Trust:
         p = root / g["path"]
         if not p.is_file():
             return f"golden data {g['path']} is missing: the self-test cannot run"
-        if _sha256(p) != g["sha256"]:
+        if sha256_file(p) != g["sha256"]:
             return f"golden data {g['path']} does not match its sha256: the self-test cannot run"
         return None
 
@@ -403,7 +395,7 @@ def _load(slot: _Slot, root: Path, manifest: dict[str, Any], threads: int,
     path = root / e["path"]
     if not path.is_file():
         return f"artifact {e['path']} is missing"
-    if _sha256(path) != e["sha256"]:
+    if sha256_file(path) != e["sha256"]:
         return f"artifact {e['path']} does not match its sha256 (corrupted or replaced)"
     names = ([s["name"] for s in manifest["model"]["inputs"]],
              [s["name"] for s in manifest["model"]["outputs"]])

@@ -208,7 +208,7 @@ class Collector:
                 groups.setdefault(key, []).append(it)
             for group in groups.values():
                 self._project(w, group)
-        ins, outs, engines, latencies, fallbacks = zip(*items, strict=True)
+        _, _, engines, latencies, fallbacks = zip(*items, strict=True)
         w.sketches[LATENCY].update(np.fromiter(latencies, np.float64, len(items)) * 1e3)
         w.engines.update(e or "none" for e in engines)
         for fb in fallbacks:
