@@ -64,13 +64,13 @@ def test_gate_through_the_agent(agent, gate_releases):
     report = edgeyard.gate(
         gate_releases["wide"], gate_releases["base"], profile="host",
         runner=f"agent://127.0.0.1:{agent['port']}", token=TOKEN,
-        policy=GatePolicy(min_rounds=6, max_rounds=6), log=None,
+        policy=GatePolicy(min_rounds=12, max_rounds=12), log=None,
     )
     found = {f.figure: f for f in report.findings}
     assert report.runners["host"] == f"agent://127.0.0.1:{agent['port']}"
     assert found["latency_p50"].verdict == "fail" and found["latency_p50"].ratio > 1.5
     samples = report.samples["host"]["onnx-fp32"]
-    assert len(samples["candidate"]) == 6 and len(samples["candidate"][0]["samples_ns"]) >= 50
+    assert len(samples["candidate"]) == 12 and len(samples["candidate"][0]["samples_ns"]) >= 50
     # the runner cleaned up after itself
     assert list(agent["work"].iterdir()) == []
 

@@ -36,7 +36,12 @@ class GatePolicy:
     memory_floor: float = 0.10  # smallest peak-memory regression that counts
     size_tolerance: float = 0.05  # allowed growth of the artifact file
     accuracy_floor: float = 0.005  # smallest accuracy drop that counts (half a point)
-    alpha: float = 0.05  # significance level of each test; CIs are (1 - alpha)
+    # the false-fail budget of one gate decision for latency and memory: shared (Bonferroni)
+    # between the figures and every look at the data as rounds are added, because a gate that
+    # peeks after each batch of rounds would otherwise get many chances to fail by luck
+    alpha: float = 0.01
+    confidence: float = 0.98  # bootstrap CI used to pass (upper bound) and to fail (lower bound)
+    accuracy_alpha: float = 0.01  # McNemar
     min_rounds: int = 6
     max_rounds: int = 30
     step_rounds: int = 4
@@ -225,7 +230,8 @@ def _accuracy(add: Callable[[Finding], None], profile: str, target: str, cand: R
     msg = (f"McNemar exact one-sided p={t.p_value:.3g} ({t.only_baseline_right} samples only the "
            f"baseline gets right, {t.only_candidate_right} only the candidate), "
            f"drop {100 * drop:.2f} points")
-    verdict = "fail" if t.p_value < policy.alpha and drop > policy.accuracy_floor else "pass"
+    verdict = "fail" if t.p_value < policy.accuracy_alpha and drop > policy.accuracy_floor \
+        else "pass"
     add(Finding(profile, "accuracy", verdict, msg, target, t.baseline_accuracy,
                 t.candidate_accuracy, "%", p_value=t.p_value))
 
@@ -276,15 +282,15 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
                    f"already shows a regression (CI {t.ci_low:.3f}-{t.ci_high:.3f})")
         elif verdict == "ambiguous":
             verdict = "inconclusive"
-            msg = (f"after {n} rounds (the cap) the {100 * (1 - policy.alpha):g}% CI "
+            msg = (f"after {n} rounds (the cap) the {100 * policy.confidence:g}% CI "
                    f"{t.ci_low:.3f}-{t.ci_high:.3f} neither rules out a regression above "
                    f"{100 * floors[figure]:g}% nor shows one (signed-rank p={t.p_value:.3g})")
         elif verdict == "fail":
             msg = (f"{100 * (t.ratio - 1):.1f}% slower" if figure != "peak_memory" else
                    f"{100 * (t.ratio - 1):.1f}% more memory")
             msg += (f": CI {t.ci_low:.3f}-{t.ci_high:.3f} above 1, signed-rank p="
-                    f"{t.p_value:.3g} (Mann-Whitney U p={t.p_mann_whitney:.3g}), above the "
-                    f"{100 * floors[figure]:g}% floor")
+                    f"{t.p_value:.3g} < {per_test_alpha(policy):.2g} (Mann-Whitney U p="
+                    f"{t.p_mann_whitney:.3g}), above the {100 * floors[figure]:g}% floor")
         else:
             msg = f"CI upper bound {t.ci_high:.3f} within the {100 * floors[figure]:g}% floor"
         add(Finding(profile, figure, verdict, msg, target, float(np.median(b_vals)),
@@ -308,6 +314,12 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
     return n
 
 
+def per_test_alpha(policy: GatePolicy) -> float:
+    """`policy.alpha` split over the 3 measured figures and every possible look."""
+    looks = 1 + -(-(policy.max_rounds - policy.min_rounds) // max(1, policy.step_rounds))
+    return policy.alpha / (3 * looks)
+
+
 def _series(ms: list[Measurement], figure: str) -> np.ndarray:
     if figure == "latency_p50":
         return np.array([m.p50_ms for m in ms])
@@ -323,8 +335,8 @@ def _latency_memory(runs: dict[str, list[Measurement]], policy: GatePolicy,
                           ("latency_p90", policy.latency_p90_floor),
                           ("peak_memory", policy.memory_floor)):
         t = ratio_test(_series(runs["baseline"], figure), _series(runs["candidate"], figure),
-                       policy.alpha, rng)
-        out[figure] = (decide(t, floor, policy.alpha), t)
+                       1 - policy.confidence, rng)
+        out[figure] = (decide(t, floor, per_test_alpha(policy)), t)
     return out
 
 

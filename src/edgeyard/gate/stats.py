@@ -50,7 +50,7 @@ def signed_rank_greater(log_ratios: np.ndarray) -> float:
     return float(stats.wilcoxon(log_ratios, alternative="greater", zero_method="zsplit").pvalue)
 
 
-def ratio_test(base: np.ndarray, cand: np.ndarray, alpha: float,
+def ratio_test(base: np.ndarray, cand: np.ndarray, ci_alpha: float,
                rng: np.random.Generator) -> RatioTest:
     """Compare per-round values of candidate and baseline measured in the same rounds.
 
@@ -64,7 +64,7 @@ def ratio_test(base: np.ndarray, cand: np.ndarray, alpha: float,
     base, cand = base[:n], cand[:n]
     log_r = np.log(cand / base)
     ratio = float(np.exp(np.median(log_r)))
-    lo, hi = bootstrap_median(log_r, 1 - alpha, rng)
+    lo, hi = bootstrap_median(log_r, 1 - ci_alpha, rng)
     return RatioTest(ratio, float(np.exp(lo)), float(np.exp(hi)), signed_rank_greater(log_r),
                      mann_whitney_greater(cand, base), n)
 
