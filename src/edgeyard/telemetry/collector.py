@@ -37,6 +37,7 @@ import numpy as np
 
 from . import otlp
 from .projections import Projector
+from .ring import Ring
 from .spool import Spool
 from .window import LATENCY, Window
 
@@ -82,6 +83,8 @@ class Collector:
         backoff_max_s: float = 300.0,
         timeout_s: float = 10.0,
         copy_inputs: bool = True,
+        ring_bytes: int = 8 * 1024 * 1024,
+        io: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
         start: bool = True,
     ) -> None:
         self.spec = spec
@@ -98,6 +101,15 @@ class Collector:
         self.projector = Projector(spec)
         self._queue: deque[tuple[Any, ...]] = deque()
         self._max_queue = max_queue
+        # fixed shapes (the usual case): calls go into a preallocated ring, no allocation per
+        # call; dynamic shapes fall back to a queue of copies
+        self._ring = None
+        if io is not None and all(d >= 0 for s in io[0] + io[1] for d in s["shape"][1:]):
+            per_sample = sum(int(np.prod(s["shape"][1:])) * np.dtype(s["dtype"]).itemsize
+                             for s in io[0] + io[1])
+            capacity = int(min(max_queue, max(64, ring_bytes // max(1, per_sample))))
+            self._ring = Ring([(tuple(s["shape"][1:]), s["dtype"]) for s in io[0]],
+                              [(tuple(s["shape"][1:]), s["dtype"]) for s in io[1]], capacity)
         self._queue_dropped = 0
         self._window = Window(spec)
         self._window_lock = threading.Lock()
@@ -135,20 +147,26 @@ class Collector:
             "edgeyard.artifact.sha256": manifest["artifacts"][primary].get("sha256") or "",
             "edgeyard.device_id": pseudonymous_id(spool, device_id),
         }
+        kw.setdefault("io", (manifest["model"]["inputs"], manifest["model"]["outputs"]))
         return cls(tel["projections"], resource, endpoint, spool, **kw)
 
     # --- the hot path -------------------------------------------------------------------------
 
     def on_call(self, event: Any) -> None:
-        """Runtime observer hook: O(1), never blocks (a full queue drops and counts)."""
+        """Runtime observer hook: a copy into a ring buffer, never a wait (full: counted)."""
+        fb = tuple([(f.engine, f.kind, f.reason) for f in event.fallbacks]) if event.fallbacks \
+            else ()
+        ring = self._ring
+        if ring is not None and ring.fits(event.inputs, event.outputs):
+            if not ring.put(event.inputs, event.outputs, event.engine, event.latency_s, fb):
+                self._queue_dropped += 1
+            return
         if len(self._queue) >= self._max_queue:
             self._queue_dropped += 1
             return
         inputs = event.inputs
         if self.copy_inputs:  # the app may reuse its input buffers
             inputs = tuple([x.copy() for x in inputs])
-        fb = tuple([(f.engine, f.kind, f.reason) for f in event.fallbacks]) if event.fallbacks \
-            else ()
         self._queue.append((inputs, event.outputs, event.engine, event.latency_s, fb))
 
     def observe(self, inputs: Any, outputs: Any, engine: str = "app", latency_s: float = 0.0
@@ -172,58 +190,82 @@ class Collector:
             self._threads.append(t)
 
     def _drain(self) -> None:
-        items = []
-        q = self._queue
-        while q:
-            items.append(q.popleft())
+        batches = self._take()
         with self._window_lock:
             if self._queue_dropped:
                 self._window.dropped += self._queue_dropped
                 self._queue_dropped = 0
-            self._add_windowed(items)
+            for batch in batches:
+                self._add_windowed(batch)
             if self._window.calls and time.time_ns() - self._window.start_ns >= self.window_s * 1e9:
                 self._close_window()
         with self._drained:
             self._drained.notify_all()
 
-    def _add_windowed(self, items: list[tuple[Any, ...]]) -> None:
-        """Add items, closing a window each time it reaches `window_calls`."""
-        while items:
+    def _take(self) -> list[dict[str, Any]]:
+        """Everything recorded since the last take, as batches of arrays."""
+        batches = []
+        if self._ring is not None:
+            b = self._ring.take()
+            if b is not None:
+                batches.append(b)
+        items = []
+        while self._queue:
+            items.append(self._queue.popleft())
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for it in items:  # the queue path: group calls of equal shapes
+            key = (*(x.shape[1:] for x in it[0]), it[1] is None,
+                   *(() if it[1] is None else (o.shape[1:] for o in it[1])))
+            groups.setdefault(key, []).append(it)
+        for group in groups.values():
+            has_out = group[0][1] is not None
+            sizes = [it[0][0].shape[0] for it in group]
+            batches.append({
+                "inputs": [np.concatenate([it[0][k] for it in group])
+                           for k in range(len(group[0][0]))],
+                "outputs": [np.concatenate([it[1][k] for it in group])
+                            for k in range(len(group[0][1]))] if has_out else [],
+                "has_outputs": np.full(sum(sizes), has_out),
+                "sizes": sizes,
+                "latency_s": [it[3] for it in group],
+                "engines": [it[2] for it in group],
+                "fallbacks": [it[4] for it in group],
+            })
+        return batches
+
+    def _add_windowed(self, batch: dict[str, Any]) -> None:
+        """Add a batch, closing a window each time it reaches `window_calls` calls."""
+        sizes = batch["sizes"]
+        c0 = s0 = 0
+        while c0 < len(sizes):
             room = self.window_calls - self._window.calls
-            self._add(items[:room])
-            items = items[room:]
+            c1 = min(len(sizes), c0 + room)
+            s1 = s0 + sum(sizes[c0:c1])
+            self._add(batch, c0, c1, s0, s1)
             if self._window.calls >= self.window_calls:
                 self._close_window()
+            c0, s0 = c1, s1
 
-    def _add(self, items: list[tuple[Any, ...]]) -> None:
-        if not items:
-            return
+    def _add(self, batch: dict[str, Any], c0: int, c1: int, s0: int, s1: int) -> None:
         w = self._window
-        try:  # the common case: every call has the same shapes, one vectorized batch
-            self._project(w, items)
-        except ValueError:  # mixed shapes: one batch per shape
-            groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-            for it in items:
-                key = (*(x.shape[1:] for x in it[0]), it[1] is None)
-                groups.setdefault(key, []).append(it)
-            for group in groups.values():
-                self._project(w, group)
-        _, _, engines, latencies, fallbacks = zip(*items, strict=True)
-        w.sketches[LATENCY].update(np.fromiter(latencies, np.float64, len(items)) * 1e3)
-        w.engines.update(e or "none" for e in engines)
-        for fb in fallbacks:
+        ins = [a[s0:s1] for a in batch["inputs"]]
+        has = batch["has_outputs"][s0:s1]
+        if has.all() and batch["outputs"]:
+            w.add_batch(self.projector, ins, [o[s0:s1] for o in batch["outputs"]])
+        else:
+            w.add_batch(self.projector, ins, None)
+            if has.any() and batch["outputs"]:  # output signals from the calls that answered
+                outs = [o[s0:s1][has] for o in batch["outputs"]]
+                values, classes = self.projector.project([a[has] for a in ins], outs)
+                w.add_projected({k: v for k, v in values.items() if k.startswith("output")},
+                                classes)
+        w.sketches[LATENCY].update(np.asarray(batch["latency_s"][c0:c1], np.float64) * 1e3)
+        w.engines.update(e or "none" for e in batch["engines"][c0:c1])
+        for fb in batch["fallbacks"][c0:c1]:
             if fb:
                 w.fallbacks.update(fb)
-        w.calls += len(items)
+        w.calls += c1 - c0
         w.end_ns = time.time_ns()
-
-    def _project(self, w: Window, items: list[tuple[Any, ...]]) -> None:
-        first = items[0]
-        ins = tuple(np.concatenate([it[0][k] for it in items]) for k in range(len(first[0])))
-        outs = None
-        if first[1] is not None:
-            outs = [np.concatenate([it[1][k] for it in items]) for k in range(len(first[1]))]
-        w.add_batch(self.projector, ins, outs)
 
     def _close_window(self) -> None:
         w = self._window
@@ -314,8 +356,10 @@ class Collector:
     def flush(self, timeout_s: float = 10.0) -> None:
         """Summarize everything queued, close the current window into the spool, and try one
         upload now (does not wait for a server that is down)."""
+        batches = self._take()
         with self._window_lock:
-            self._drain_locked_items()
+            for batch in batches:
+                self._add_windowed(batch)
             if self._window.calls or self._window.dropped:
                 self._close_window()
         deadline = time.monotonic() + timeout_s
@@ -325,12 +369,6 @@ class Collector:
                     break
             except Exception:
                 break
-
-    def _drain_locked_items(self) -> None:
-        items = []
-        while self._queue:
-            items.append(self._queue.popleft())
-        self._add_windowed(items)
 
     def close(self, flush: bool = True) -> None:
         if flush:
