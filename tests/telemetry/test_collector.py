@@ -172,3 +172,13 @@ def test_kill_9_loses_no_spooled_window(telemetry_release, receiver, tmp_path):
     col.flush()
     col.close()
     assert len(receiver.accepted) == 7 and receiver.duplicates == 0
+
+
+def test_windows_also_close_on_time(telemetry_release, digits_data, tmp_path):
+    col = Collector.from_release(telemetry_release.path, None, tmp_path / "spool",
+                                 window_calls=10_000, window_s=0.3)
+    for i in range(5):
+        col.observe(digits_data.x_eval[i : i + 1], [np.zeros((1, 10), np.float32)])
+    assert wait_for(lambda: col.stats["windows"] == 1, timeout=5)
+    assert len(col.spool.pending()) == 1
+    col.close(flush=False)
