@@ -115,7 +115,6 @@ class Collector:
         self._window_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake_upload = threading.Event()
-        self._drained = threading.Condition()
         self.stats: dict[str, Any] = {"windows": 0, "uploaded": 0, "rejected": 0, "attempts": 0,
                                       "spool_dropped": 0, "last_status": None,
                                       "retry_after_s": None}
@@ -199,8 +198,6 @@ class Collector:
                 self._add_windowed(batch)
             if self._window.calls and time.time_ns() - self._window.start_ns >= self.window_s * 1e9:
                 self._close_window()
-        with self._drained:
-            self._drained.notify_all()
 
     def _take(self) -> list[dict[str, Any]]:
         """Everything recorded since the last take, as batches of arrays."""
