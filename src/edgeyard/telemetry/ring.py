@@ -21,7 +21,7 @@ class Ring:
         self.capacity = capacity
         self._in = [np.empty((capacity, *shape), dtype) for shape, dtype in inputs]
         self._out = [np.empty((capacity, *shape), dtype) for shape, dtype in outputs]
-        self._has_out = np.zeros(capacity, dtype=bool)
+        self._no_out: list[tuple[int, int]] = []  # sample ranges written without outputs
         # per call (not per sample): samples, latency in seconds, engine, fallback events
         self._sizes: list[int] = []
         self._latency: list[float] = []
@@ -30,17 +30,14 @@ class Ring:
         self._head = 0  # samples written
         self._tail = 0  # samples taken
         self._lock = threading.Lock()
-        self.shapes_in = [shape for shape, _ in inputs]
-        self.shapes_out = [shape for shape, _ in outputs]
+        self.shapes_in = [tuple(shape) for shape, _ in inputs]
+        self.shapes_out = [tuple(shape) for shape, _ in outputs]
 
     def fits(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | None) -> bool:
-        if len(inputs) != len(self._in) or any(x.shape[1:] != s for x, s in
-                                                zip(inputs, self.shapes_in, strict=True)):
+        """Whether a call's per-sample shapes are the ring's (checked on the hot path)."""
+        if [x.shape[1:] for x in inputs] != self.shapes_in:
             return False
-        if outputs is not None and (len(outputs) != len(self._out) or any(
-                o.shape[1:] != s for o, s in zip(outputs, self.shapes_out, strict=True))):
-            return False
-        return True
+        return outputs is None or [o.shape[1:] for o in outputs] == self.shapes_out
 
     def put(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | None,
             engine: str | None, latency_s: float, fallbacks: tuple[Any, ...]) -> bool:
@@ -59,7 +56,8 @@ class Ring:
             if outputs is not None:
                 for ring, o in zip(self._out, outputs, strict=True):
                     ring[idx] = o
-            self._has_out[idx] = outputs is not None
+            else:  # a call that got no answer: rare, so only these rows are marked
+                self._no_out.append((self._head, self._head + b))
             self._sizes.append(b)
             self._latency.append(latency_s)
             self._engine.append(engine)
@@ -74,10 +72,14 @@ class Ring:
             if n == 0:
                 return None
             idx = np.arange(self._tail, self._head) % self.capacity
+            has = np.ones(n, dtype=bool)
+            for lo, hi in self._no_out:
+                has[lo - self._tail : hi - self._tail] = False
+            self._no_out = []
             batch = {
                 "inputs": [r[idx] for r in self._in],
                 "outputs": [r[idx] for r in self._out],
-                "has_outputs": self._has_out[idx],
+                "has_outputs": has,
                 "sizes": self._sizes,
                 "latency_s": self._latency,
                 "engines": self._engine,
