@@ -7,10 +7,10 @@ Method
   `linux-x86_64` profile, whose primary target (onnx int8) the gate measures on `local`.
 - A/A: the baseline gated against itself; A/B: the slow candidate against the baseline. The two
   kinds of decisions alternate, so that machine conditions hit both alike. Each decision is a
-  full `edgeyard.gate()` with the default policy (fresh process per measurement, interleaved
-  rounds, paired 98% bootstrap CI + Wilcoxon signed-rank with a 1% false-fail budget split over
-  the 3 figures and the 7 possible looks, 5% p50 floor, 10% p90 floor, 6 rounds then +4 up to
-  30), except that the size tolerance is opened for A/B (the slow model is also bigger,
+  full `edgeyard.gate()` with the default policy (one fresh process per round running both
+  artifacts with their calls interleaved, load order alternating; paired 98% bootstrap CI +
+  Wilcoxon signed-rank with a 1% false-fail budget split over p50, p90 and the 7 possible looks;
+  5% p50 floor, 10% p90 floor; 6 rounds then +4 up to 30), except that the size tolerance is opened for A/B (the slow model is also bigger,
   which alone would fail it): the figures below are about latency.
 - Reported: the false-fail rate of A/A (any failing finding) with a 95% Clopper-Pearson upper
   bound, the A/A inconclusive rate, the A/B detection rate (latency p50 or p90 FAIL), and the

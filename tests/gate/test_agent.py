@@ -70,7 +70,9 @@ def test_gate_through_the_agent(agent, gate_releases):
     assert report.runners["host"] == f"agent://127.0.0.1:{agent['port']}"
     assert found["latency_p50"].verdict == "fail" and found["latency_p50"].ratio > 1.5
     samples = report.samples["host"]["onnx-fp32"]
-    assert len(samples["candidate"]) == 12 and len(samples["candidate"][0]["samples_ns"]) >= 50
+    lat = samples["latency"]
+    assert len(lat["candidate"]) == 12 and len(lat["candidate"][0]["samples_ns"]) >= 50
+    assert len(samples["solo"]["candidate"]) == 4  # measured alone: peak memory
     # the runner cleaned up after itself
     assert list(agent["work"].iterdir()) == []
 
@@ -103,8 +105,8 @@ def test_refusals(agent, gate_releases, tmp_path):
     assert request(port, "PUT", "/v1/files/g.npz", golden, {"X-Content-Sha256": sha(golden)})[0] == 201
     manifest = json.loads((gate_releases["base"] / "release.json").read_text())
     status, body = request(port, "POST", "/v1/measure", json.dumps(
-        {"manifest": manifest, "artifact_id": "onnx-fp32", "artifact": "a.onnx",
-         "golden": "g.npz"}).encode(), {"Content-Type": "application/json"})
+        {"items": [{"manifest": manifest, "artifact_id": "onnx-fp32", "artifact": "a.onnx",
+                    "golden": "g.npz"}]}).encode(), {"Content-Type": "application/json"})
     assert status == 409 and "does not match the manifest" in body["error"]
     # nothing was written outside the work directory, and cleanup empties it
     after = snapshot(tmp_path)

@@ -28,9 +28,9 @@ def test_exit_0_same_release_passes(gate_releases, tmp_path):
     figures = {f["figure"] for f in report["findings"]}
     assert {"size", "accuracy", "latency_p50", "latency_p90", "peak_memory",
             "budget_latency_p90", "budget_peak_memory"} <= figures
-    samples = report["samples"]["host"]["onnx-fp32"]
-    assert len(samples["baseline"]) == len(samples["candidate"]) >= 6
-    assert all(len(m["samples_ns"]) >= 50 for m in samples["candidate"])
+    lat = report["samples"]["host"]["onnx-fp32"]["latency"]
+    assert len(lat["baseline"]) == len(lat["candidate"]) >= 6
+    assert all(len(m["samples_ns"]) >= 50 for m in lat["candidate"])
     assert "## edgeyard gate: ✅ pass" in (tmp_path / "g.md").read_text()
 
 

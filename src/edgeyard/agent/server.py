@@ -5,7 +5,8 @@ HTTP API (every route but /v1/health needs `Authorization: Bearer <token>`):
 
     GET    /v1/health              {"ok": true, "version": ..., "host": ...}
     PUT    /v1/files/<name>        upload one file; header X-Content-Sha256 must match the body
-    POST   /v1/measure             {"manifest", "artifact_id", "artifact", "golden", "spec"}
+    POST   /v1/measure             {"items": [{"manifest", "artifact_id", "artifact", "golden"}],
+                                    "spec"}: the items measured in one process, calls interleaved
     DELETE /v1/files               remove every uploaded file
 
 Safety: uploads are limited in size (413 before the body is read), names are plain file names
@@ -190,38 +191,43 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = json.loads(self.rfile.read(n))
-            manifest = req["manifest"]
-            entry = manifest["artifacts"][req["artifact_id"]]
             spec = MeasureSpec.from_dict(req.get("spec", {}))
-        except (ValueError, KeyError, TypeError) as exc:
+            raw_items = req["items"]
+            assert isinstance(raw_items, list) and raw_items
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:
             self._error(HTTPStatus.BAD_REQUEST, f"malformed measure request: {exc!r}")
             return
-        artifact = self.server.file_path(str(req.get("artifact", "")))
-        golden = self.server.file_path(str(req.get("golden", "")))
-        for what, path, digest in (("artifact", artifact, entry.get("sha256")),
-                                   ("golden data", golden, manifest["golden"]["sha256"])):
-            if path is None or not path.is_file():
-                self._error(HTTPStatus.BAD_REQUEST, f"{what} file not uploaded or bad name")
+        items = []
+        for it in raw_items:
+            try:
+                manifest = it["manifest"]
+                entry = manifest["artifacts"][it["artifact_id"]]
+            except (KeyError, TypeError) as exc:
+                self._error(HTTPStatus.BAD_REQUEST, f"malformed measure item: {exc!r}")
                 return
-            actual = sha256_file(path)
-            if actual != digest:
-                self._error(HTTPStatus.CONFLICT,
-                            f"{what} sha256 {actual[:16]}... does not match the manifest's "
-                            f"{str(digest)[:16]}...: refusing to measure it")
-                return
-        assert artifact is not None and golden is not None
+            artifact = self.server.file_path(str(it.get("artifact", "")))
+            golden = self.server.file_path(str(it.get("golden", "")))
+            for what, path, digest in (("artifact", artifact, entry.get("sha256")),
+                                       ("golden data", golden, manifest["golden"]["sha256"])):
+                if path is None or not path.is_file():
+                    self._error(HTTPStatus.BAD_REQUEST, f"{what} file not uploaded or bad name")
+                    return
+                actual = sha256_file(path)
+                if actual != digest:
+                    self._error(HTTPStatus.CONFLICT,
+                                f"{what} sha256 {actual[:16]}... does not match the manifest's "
+                                f"{str(digest)[:16]}...: refusing to measure it")
+                    return
+            items.append({"format": entry["format"], "artifact": artifact, "golden": golden,
+                          "input_names": [s["name"] for s in manifest["model"]["inputs"]],
+                          "output_names": [s["name"] for s in manifest["model"]["outputs"]]})
         with self.server.measure_lock:
             try:
-                m = measure_in_process(
-                    entry["format"], artifact, golden, spec,
-                    [s["name"] for s in manifest["model"]["inputs"]],
-                    [s["name"] for s in manifest["model"]["outputs"]],
-                    workdir=self.server.workdir,
-                )
+                ms = measure_in_process(items, spec, workdir=self.server.workdir)
             except MeasureError as exc:
                 self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
                 return
-        self._reply(HTTPStatus.OK, {"measurement": m.to_dict()})
+        self._reply(HTTPStatus.OK, {"measurements": [m.to_dict() for m in ms]})
 
 
 def serve(host: str, port: int, token: str, workdir: Path | None = None,

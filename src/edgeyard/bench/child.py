@@ -1,6 +1,8 @@
 """Fresh-process measurement: `python -m edgeyard.bench.child JOB.json` prints one JSON line.
 
-JOB: {"format", "artifact", "golden", "spec", "input_names", "output_names"}. Device-side code:
+JOB: {"artifacts": [{"format", "artifact", "golden", "input_names", "output_names"}, ...],
+"spec"}. Peak RSS is the process's: measure one artifact per process to compare memory.
+Device-side code:
 numpy, the artifact's runtime and the standard library only.
 """
 
@@ -39,49 +41,63 @@ def _calls(golden: str, n_inputs: int, batch: int | None) -> list[list[np.ndarra
     return calls
 
 
-def measure(job: dict[str, Any]) -> Measurement:
+def measure(job: dict[str, Any]) -> list[Measurement]:
+    """Measure the job's artifacts in this process, their calls interleaved one by one.
+
+    With two artifacts (candidate and baseline) every call of one is followed by a call of the
+    other, so whatever the machine does (a slow spell, a frequency change) hits both alike."""
     spec = MeasureSpec.from_dict(job["spec"])
-    path = job["artifact"]
-    with open(path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+    items = job["artifacts"]
+    shas, sizes, loads, engines, calls = [], [], [], [], []
     before = _rss_bytes()
-    t0 = time.perf_counter()
-    engine = load_engine(job["format"], path, spec.threads, job.get("input_names"),
-                         job.get("output_names"))
-    load_s = time.perf_counter() - t0
-    calls = _calls(job["golden"], len(engine.inputs), engine.inputs[0].batch)
-    predict = engine.predict
+    for it in items:
+        path = it["artifact"]
+        with open(path, "rb") as f:
+            shas.append(hashlib.sha256(f.read()).hexdigest())
+        sizes.append(os.path.getsize(path))
+        t0 = time.perf_counter()
+        engine = load_engine(it["format"], path, spec.threads, it.get("input_names"),
+                             it.get("output_names"))
+        loads.append(time.perf_counter() - t0)
+        engines.append(engine)
+        calls.append(_calls(it["golden"], len(engine.inputs), engine.inputs[0].batch))
+    predicts = [e.predict for e in engines]
     k, t0 = 0, time.perf_counter()
     while k < spec.warmup_runs or time.perf_counter() - t0 < spec.warmup_seconds:
-        predict(calls[k % len(calls)])
+        for p, c in zip(predicts, calls, strict=True):
+            p(c[k % len(c)])
         k += 1
-    samples: list[int] = []
+    samples: list[list[int]] = [[] for _ in items]
     clock = time.perf_counter_ns
     start = clock()
     min_ns = int(spec.min_seconds * 1e9)
-    while len(samples) < spec.max_runs and (
-        len(samples) < spec.min_runs or clock() - start < min_ns
-    ):
-        x = calls[len(samples) % len(calls)]
-        t = clock()
-        predict(x)
-        samples.append(clock() - t)
-    engine.close()
-    return Measurement(
-        sha256=sha, size_bytes=os.path.getsize(path), load_seconds=load_s, warmup_runs=k,
-        samples_ns=samples, peak_rss_bytes=_rss_bytes(), baseline_rss_bytes=before,
-        threads=spec.threads, host=platform.node(),
-    )
+    n = 0
+    while n < spec.max_runs and (n < spec.min_runs or clock() - start < min_ns):
+        for p, c, s in zip(predicts, calls, samples, strict=True):
+            x = c[n % len(c)]
+            t = clock()
+            p(x)
+            s.append(clock() - t)
+        n += 1
+    for e in engines:
+        e.close()
+    peak = _rss_bytes()
+    return [
+        Measurement(sha256=sha, size_bytes=size, load_seconds=load, warmup_runs=k,
+                    samples_ns=smp, peak_rss_bytes=peak, baseline_rss_bytes=before,
+                    threads=spec.threads, host=platform.node())
+        for sha, size, load, smp in zip(shas, sizes, loads, samples, strict=True)
+    ]
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(open(argv[1]).read())
     try:
-        m = measure(job)
+        ms = measure(job)
     except Exception as exc:
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
-    print(json.dumps({"ok": True, "measurement": m.to_dict()}))
+    print(json.dumps({"ok": True, "measurements": [m.to_dict() for m in ms]}))
     return 0
 
 

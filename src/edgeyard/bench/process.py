@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import EdgeyardError
 from .protocol import Measurement, MeasureSpec
@@ -29,18 +30,16 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def measure_in_process(
-    format: str,
-    artifact: str | os.PathLike[str],
-    golden: str | os.PathLike[str],
+    items: Sequence[dict[str, Any]],
     spec: MeasureSpec,
-    input_names: Sequence[str] | None = None,
-    output_names: Sequence[str] | None = None,
     timeout_s: float = 300.0,
     workdir: str | os.PathLike[str] | None = None,
-) -> Measurement:
-    job = {"format": format, "artifact": os.fspath(artifact), "golden": os.fspath(golden),
-           "spec": spec.to_dict(), "input_names": list(input_names or []) or None,
-           "output_names": list(output_names or []) or None}
+) -> list[Measurement]:
+    """Measure `items` (each: format, artifact, golden, input_names, output_names) in one fresh
+    process, their calls interleaved; one `Measurement` per item, in order."""
+    job = {"artifacts": [{**it, "artifact": os.fspath(it["artifact"]),
+                          "golden": os.fspath(it["golden"])} for it in items],
+           "spec": spec.to_dict()}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
@@ -62,4 +61,4 @@ def measure_in_process(
     result = json.loads(lines[-1])
     if not result.get("ok"):
         raise MeasureError(result.get("error", "unknown error"))
-    return Measurement.from_dict(result["measurement"])
+    return [Measurement.from_dict(m) for m in result["measurements"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from ..bench.process import MeasureError
@@ -49,18 +50,20 @@ class AgentRunner(Runner):
                       {"X-Content-Sha256": sha256, "Content-Type": "application/octet-stream"})
         self._uploaded.add(name)
 
-    def measure(self, ref: ArtifactRef, spec: MeasureSpec) -> Measurement:
-        entry = ref.entry
-        art_name = f"{entry['sha256']}{ref.path.suffix}"
-        gold_sha = ref.manifest["golden"]["sha256"]
-        gold_name = f"{gold_sha}.npz"
-        self._upload(art_name, ref.path.read_bytes(), entry["sha256"])
-        self._upload(gold_name, ref.golden.read_bytes(), gold_sha)
-        body = json.dumps({"manifest": ref.manifest, "artifact_id": ref.artifact_id,
-                           "artifact": art_name, "golden": gold_name,
-                           "spec": spec.to_dict()}).encode()
+    def measure(self, refs: Sequence[ArtifactRef], spec: MeasureSpec) -> list[Measurement]:
+        items = []
+        for ref in refs:
+            entry = ref.entry
+            art_name = f"{entry['sha256']}{ref.path.suffix}"
+            gold_sha = ref.manifest["golden"]["sha256"]
+            gold_name = f"{gold_sha}.npz"
+            self._upload(art_name, ref.path.read_bytes(), entry["sha256"])
+            self._upload(gold_name, ref.golden.read_bytes(), gold_sha)
+            items.append({"manifest": ref.manifest, "artifact_id": ref.artifact_id,
+                          "artifact": art_name, "golden": gold_name})
+        body = json.dumps({"items": items, "spec": spec.to_dict()}).encode()
         out = self._request("POST", "/v1/measure", body, {"Content-Type": "application/json"})
-        return Measurement.from_dict(out["measurement"])
+        return [Measurement.from_dict(m) for m in out["measurements"]]
 
     def close(self) -> None:
         if self._uploaded:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,19 @@ class ArtifactRef:
     def output_names(self) -> list[str]:
         return [s["name"] for s in self.manifest["model"]["outputs"]]
 
+    def job_item(self) -> dict[str, Any]:
+        return {"format": self.entry["format"], "artifact": self.path, "golden": self.golden,
+                "input_names": self.input_names, "output_names": self.output_names}
+
 
 class Runner(ABC):
     url: str
 
     @abstractmethod
-    def measure(self, ref: ArtifactRef, spec: MeasureSpec) -> Measurement:
-        """Measure `ref` once, in a fresh process on the runner's hardware.
+    def measure(self, refs: Sequence[ArtifactRef], spec: MeasureSpec) -> list[Measurement]:
+        """Measure `refs` in one fresh process on the runner's hardware, calls interleaved.
 
-        Raises `MeasureError` when the artifact cannot be measured there, `RunnerError` when
+        Raises `MeasureError` when an artifact cannot be measured there, `RunnerError` when
         the runner cannot be used at all."""
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..bench.process import measure_in_process
 from ..bench.protocol import Measurement, MeasureSpec
 from .base import ArtifactRef, Runner
@@ -10,6 +12,5 @@ from .base import ArtifactRef, Runner
 class LocalRunner(Runner):
     url = "local"
 
-    def measure(self, ref: ArtifactRef, spec: MeasureSpec) -> Measurement:
-        return measure_in_process(ref.entry["format"], ref.path, ref.golden, spec,
-                                  ref.input_names, ref.output_names)
+    def measure(self, refs: Sequence[ArtifactRef], spec: MeasureSpec) -> list[Measurement]:
+        return measure_in_process([r.job_item() for r in refs], spec)
