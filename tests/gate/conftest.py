@@ -3,21 +3,7 @@ from __future__ import annotations
 import pytest
 
 import edgeyard
-
-HOST = """name = "host"
-description = "this host, local runner"
-runner = "local"
-[hardware]
-arch = "x86_64"
-os = "linux"
-threads = 1
-[budgets]
-max_latency_p90_ms = 50.0
-max_peak_memory_mb = 4096
-[[targets]]
-backend = "onnx"
-precision = "fp32"
-"""
+from profile_files import write_profile
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +13,8 @@ def gate_releases(digits_module, digits_data, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="the gate tests measure ONNX Runtime artifacts")
     pytest.importorskip("scipy", reason="the gate's statistics use scipy")
     root = tmp_path_factory.mktemp("gate")
-    profiles = root / "profiles"
-    profiles.mkdir()
-    (profiles / "host.toml").write_text(HOST)
+    profiles = write_profile(root / "profiles", "host", [("onnx", "fp32")],
+                             budgets="max_latency_p90_ms = 50.0\nmax_peak_memory_mb = 4096")
     d = digits_data
     out = {"profiles": profiles}
     for name, kw in (("base", {}), ("wide", {"width": 64})):

@@ -5,26 +5,7 @@ import shutil
 import pytest
 
 import edgeyard
-
-PHONE = """name = "phone"
-description = "three engines: LiteRT int8, ExecuTorch fp32, ONNX Runtime fp32"
-runner = "local"
-[hardware]
-arch = "x86_64"
-os = "linux"
-threads = 1
-[budgets]
-max_latency_p90_ms = 5.0
-[[targets]]
-backend = "tflite"
-precision = "int8"
-[[targets]]
-backend = "executorch"
-precision = "fp32"
-[[targets]]
-backend = "onnx"
-precision = "fp32"
-"""
+from profile_files import write_profile
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +16,9 @@ def signed_release(digits_data, digits_cnn, tmp_path_factory):
     from edgeyard.signing import generate_keys
 
     root = tmp_path_factory.mktemp("runtime")
-    (root / "profiles").mkdir()
-    (root / "profiles" / "phone.toml").write_text(PHONE)
+    write_profile(root / "profiles", "phone",
+                  [("tflite", "int8"), ("executorch", "fp32"), ("onnx", "fp32")],
+                  budgets="max_latency_p90_ms = 5.0")
     priv, pub = generate_keys(root / "release.pem")
     _, other_pub = generate_keys(root / "other.pem")
     d = digits_data

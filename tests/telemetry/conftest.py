@@ -3,16 +3,7 @@ from __future__ import annotations
 import pytest
 
 import edgeyard
-
-HOST = """name = "host"
-runner = "local"
-[hardware]
-arch = "x86_64"
-os = "linux"
-[[targets]]
-backend = "onnx"
-precision = "fp32"
-"""
+from profile_files import write_profile
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +12,7 @@ def telemetry_release(digits_data, digits_cnn, tmp_path_factory):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("opentelemetry.proto", reason="the collector speaks OTLP")
     root = tmp_path_factory.mktemp("telemetry")
-    (root / "profiles").mkdir()
-    (root / "profiles" / "host.toml").write_text(HOST)
+    write_profile(root / "profiles", "host", [("onnx", "fp32")])
     d = digits_data
     return edgeyard.build(digits_cnn, example_inputs=(d.x_eval[:1],), profiles=["host"],
                           evaluation=(d.x_eval, d.y_eval), out=root / "digits",

@@ -8,7 +8,6 @@ numpy, the artifact's runtime and the standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._hashing import sha256_file
 from ..engines.base import load_engine
 from .protocol import Measurement, MeasureSpec
 
@@ -52,8 +52,7 @@ def measure(job: dict[str, Any]) -> list[Measurement]:
     before = _rss_bytes()
     for it in items:
         path = it["artifact"]
-        with open(path, "rb") as f:
-            shas.append(hashlib.sha256(f.read()).hexdigest())
+        shas.append(sha256_file(path))
         sizes.append(os.path.getsize(path))
         t0 = time.perf_counter()
         engine = load_engine(it["format"], path, spec.threads, it.get("input_names"),

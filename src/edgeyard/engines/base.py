@@ -109,7 +109,3 @@ def order_by_names(items: list[tuple[str, T]], names: list[str] | None) -> list[
         return items
     by_name = dict(items)
     return [(n, by_name[n]) for n in names]
-
-
-def numpy_dtype_name(dtype: object) -> str:
-    return np.dtype(dtype).name  # type: ignore[call-overload]

@@ -131,13 +131,9 @@ def _policy_dict(policy: GatePolicy) -> dict[str, Any]:
     return d
 
 
-def _chain(rel: Release, profile: str) -> list[dict[str, Any]]:
-    return rel.chain(profile)
-
-
 def _gate_profile(report: GateReport, cand: Release, base: Release, profile: str, runner: Runner,
                   policy: GatePolicy, rng: np.random.Generator, say: Log) -> None:
-    c_chain, b_chain = _chain(cand, profile), _chain(base, profile)
+    c_chain, b_chain = cand.chain(profile), base.chain(profile)
     b_by_key = {e["target"]: e for e in b_chain}
     add = report.findings.append
     budgets = cand.manifest["profiles"][profile]["budgets"]
