@@ -7,14 +7,17 @@ Method
   of 10,000 calls to a disk spool; no endpoint, so no network in the measurement). Warm-up 1,000
   calls each; then `--rounds` interleaved rounds of `--calls` calls each (order alternating per
   round), one held-out digit per call. Reported: the app thread's median per-call latency with
-  and without the collector (the difference is what `observe` costs the caller), the engine's
+  and without the collector (the difference is what `observe` costs the caller: the paired
+  median over rounds of with - without), the engine's
   own latency (direct calls, same rounds) for the share, and the whole process's CPU time per
-  call with and without (this includes the background thread that projects and sketches).
+  call with and without (this includes the background thread that projects and sketches), and
+  the sampling rate the collector settled on (it samples the input/output signals of one call in
+  `every` only when copying each call would cost more than 5% of the model's latency).
 - Sketch throughput: `ExpHistogram.update` on batches of 100,000 values (normal; lognormal with
   downscaling), median of 15 repeats, in values per second.
 - Size: bytes of one closed window per signal, serialized as OTLP ResourceMetrics, and gzip.
 
-    python benchmarks/collector_overhead.py [--rounds 20] [--calls 1000]
+    python benchmarks/collector_overhead.py [--rounds 60] [--calls 500]
 
 Writes benchmarks/results/collector_overhead.json and .md.
 """
@@ -50,8 +53,10 @@ def run(fn, xs, calls):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--calls", type=int, default=500)
+    ap.add_argument("--every", type=float, default=None,
+                    help="fix the sampling (one call in EVERY) instead of the adaptive default")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     data = digits.load()
@@ -65,7 +70,10 @@ def main() -> int:
         engine = load_engine(primary["format"], rel.path / primary["path"], 1)
         plain = Runtime.from_release(rel.path, "linux-x86_64", allow_unsigned=True, threads=1)
         col = Collector.from_release(rel.path, None, Path(tmp) / "spool", window_calls=10_000,
-                                     window_s=3600)
+                                     window_s=3600,
+                                     max_overhead=None if args.every else 0.05)
+        if args.every:
+            col._log.set_every(args.every)
         observed = Runtime.from_release(rel.path, "linux-x86_64", allow_unsigned=True, threads=1,
                                         collector=col)
         fns = {"engine": lambda x: engine.predict([x]), "runtime": plain.predict,
@@ -80,6 +88,7 @@ def main() -> int:
                 w, c = run(fns[k], xs, args.calls)
                 wall[k].append(w)
                 cpu[k].append(c)
+        sampling = col.sampling
         col.flush()
         window_file = max(col.spool.pending(), key=lambda p: p.stat().st_size)
         window_bytes = window_file.read_bytes()
@@ -105,6 +114,7 @@ def main() -> int:
         "cpu_per_call_us": cpu_med,
         "observe_cost_us_paired_median": float(paired),
         "observe_share_of_model_latency": float(paired) / med["engine"],
+        "sampling_one_call_in": sampling,
         "sketch_values_per_s": thr,
         "window_bytes": len(window_bytes),
         "window_bytes_gzip": len(gzip.compress(window_bytes)),
@@ -123,6 +133,8 @@ def main() -> int:
         f"{med['runtime+collector']:.1f} µs |",
         f"| observe cost to the calling thread (paired median) | {paired:.2f} µs = "
         f"{100 * result['observe_share_of_model_latency']:.1f}% of the model's latency |",
+        f"| input/output signals sampled from one call in | {sampling:g} (counters and latency: "
+        f"every call) |",
         f"| process CPU per call without / with collector (incl. background thread) | "
         f"{cpu_med['runtime']:.1f} / {cpu_med['runtime+collector']:.1f} µs |",
         f"| sketch update throughput (normal / lognormal values) | {thr['normal'] / 1e6:.1f} / "

@@ -156,8 +156,8 @@ def test_validator_and_observer(signed_release):
     events = []
 
     class Observer:
-        def on_call(self, event):
-            events.append(event)
+        def on_call(self, inputs, outputs, engine, latency_s, fallbacks):
+            events.append((engine, fallbacks))
 
     def only_confident(outs):
         return float(outs[0].max()) > 1e9  # rejects everything but the last resort
@@ -166,10 +166,10 @@ def test_validator_and_observer(signed_release):
                               validator=only_confident, observers=[Observer()],
                               default=np.full((1, 10), 2e9, np.float32))
     rt.predict(x1(signed_release))
-    (ev,) = events
-    assert ev.engine == "default"
-    assert [(f.engine, f.kind) for f in ev.fallbacks] == [(t, "invalid_output") for t in CHAIN]
-    assert "validator rejected" in ev.fallbacks[0].reason
+    ((engine, fallbacks),) = events
+    assert engine == "default"
+    assert [(f.engine, f.kind) for f in fallbacks] == [(t, "invalid_output") for t in CHAIN]
+    assert "validator rejected" in fallbacks[0].reason
 
 
 class _Service(BaseHTTPRequestHandler):

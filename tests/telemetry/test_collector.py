@@ -69,10 +69,13 @@ def test_windows_arrive_as_decodable_otlp(telemetry_release, digits_data, receiv
         hist = m["edgeyard.latency_ms"].exponential_histogram.data_points[0]
         total += hist.count
         assert sum(hist.positive.bucket_counts) == hist.count
-        assert m["edgeyard.input.input.mean"].exponential_histogram.data_points[0].count == hist.count
+        # the signals hold the sampled calls (all of them unless the model is very fast)
+        sampled = m["edgeyard.telemetry.sampled"].sum.data_points[0].as_int
+        assert 0 < sampled <= hist.count
+        assert m["edgeyard.input.input.mean"].exponential_histogram.data_points[0].count == sampled
         classes = sum(p.as_int for p in m["edgeyard.output.class"].sum.data_points)
         calls = {p.attributes[0].value.string_value: p.as_int for p in m["edgeyard.calls"].sum.data_points}
-        assert classes == hist.count and calls == {"onnx-fp32": hist.count}
+        assert classes == sampled and calls == {"onnx-fp32": hist.count}
     assert total == 250
     # no raw input left the device: the payload has sketches and counters only
     assert all(m.WhichOneof("data") in ("exponential_histogram", "sum")
@@ -181,4 +184,38 @@ def test_windows_also_close_on_time(telemetry_release, digits_data, tmp_path):
         col.observe(digits_data.x_eval[i : i + 1], [np.zeros((1, 10), np.float32)])
     assert wait_for(lambda: col.stats["windows"] == 1, timeout=5)
     assert len(col.spool.pending()) == 1
+    col.close(flush=False)
+
+
+def test_a_very_fast_model_is_sampled_and_every_call_still_counted(telemetry_release, digits_data,
+                                                                    tmp_path):
+    col = Collector.from_release(telemetry_release.path, None, tmp_path / "spool",
+                                 window_calls=100_000, window_s=3600)
+    x = digits_data.x_eval[:1]
+    y = np.zeros((1, 10), np.float32)
+    for _ in range(3):  # 1 ms per call: every call is sampled
+        for _ in range(500):
+            col.observe(x, y, latency_s=1e-3)
+        col._drain()
+    assert col.sampling == 1
+    for _ in range(4):  # "1 µs per call": copying every call would cost more than 5% of that
+        for _ in range(2_000):
+            col.observe(x, y, latency_s=1e-6)
+        col._drain()
+    assert col.sampling > 1
+    for _ in range(4_000):
+        col.observe(x, y, latency_s=1e-6)
+    col.flush()
+    (f,) = col.spool.pending()
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    rm = metrics_pb2.ResourceMetrics()
+    rm.ParseFromString(f.read_bytes())
+    m = metric_points(rm)
+    assert m["edgeyard.latency_ms"].exponential_histogram.data_points[0].count == 13_500
+    sampled = m["edgeyard.telemetry.sampled"].sum.data_points[0].as_int
+    # the 1,500 slow calls and the first 2,000 fast ones (before their latency was known) are
+    # all sampled; of the next 10,000, a few
+    assert 3_500 < sampled < 9_500
+    assert m["edgeyard.input.input.mean"].exponential_histogram.data_points[0].count == sampled
     col.close(flush=False)

@@ -6,7 +6,6 @@ from .breaker import BreakerPolicy
 from .lastresort import RemoteModel, StaticOutput
 from .runtime import (
     AllEnginesFailed,
-    CallEvent,
     FallbackEvent,
     OutputInvalid,
     Runtime,
@@ -16,7 +15,6 @@ from .runtime import (
 __all__ = [
     "AllEnginesFailed",
     "BreakerPolicy",
-    "CallEvent",
     "FallbackEvent",
     "OutputInvalid",
     "RemoteModel",

@@ -46,19 +46,17 @@ class FallbackEvent:
     reason: str
 
 
-@dataclass(slots=True)
-class CallEvent:
-    """What a telemetry collector sees of one call (the arrays stay on the device)."""
-
-    inputs: tuple[np.ndarray, ...]
-    outputs: list[np.ndarray] | None
-    engine: str | None  # target id, "remote", "default", or None when the call failed
-    latency_s: float
-    fallbacks: tuple[FallbackEvent, ...] = ()
-
-
 class RuntimeObserver(Protocol):
-    def on_call(self, event: CallEvent) -> None: ...
+    """Sees every call (the arrays stay on the device). Called on the caller's thread right after
+    the answer, with positional arguments (no event object: this is on the hot path), so it must
+    be cheap and must not keep `inputs` beyond the call without copying them.
+
+    engine: target id, "remote", "default", or None when every engine failed; latency_s: the whole
+    call including fallbacks; fallbacks: the FallbackEvents of engines tried before the answer."""
+
+    def on_call(self, inputs: tuple[np.ndarray, ...], outputs: list[np.ndarray] | None,
+                engine: str | None, latency_s: float,
+                fallbacks: tuple[FallbackEvent, ...]) -> None: ...
 
 
 @dataclass
@@ -218,7 +216,7 @@ class Runtime:
                 continue
             return self._answer(inputs, outs, name, start, fallbacks)
         self._record(fallbacks, None)
-        self._notify(CallEvent(inputs, None, None, time.perf_counter() - start, tuple(fallbacks)))
+        self._notify(inputs, None, None, time.perf_counter() - start, tuple(fallbacks))
         raise AllEnginesFailed(reasons)
 
     __call__ = predict
@@ -235,8 +233,8 @@ class Runtime:
                 start: float, fallbacks: list[FallbackEvent]) -> Any:
         self._record(fallbacks, engine)
         if self._observers:
-            self._notify(CallEvent(inputs, outs, engine, time.perf_counter() - start,
-                                   tuple(fallbacks)))
+            self._notify(inputs, outs, engine, time.perf_counter() - start,
+                         tuple(fallbacks) if fallbacks else ())
         return outs[0] if len(outs) == 1 else outs
 
     def _record(self, fallbacks: list[FallbackEvent], engine: str | None) -> None:
@@ -248,10 +246,12 @@ class Runtime:
             else:
                 self._served[engine] += 1
 
-    def _notify(self, event: CallEvent) -> None:
+    def _notify(self, inputs: tuple[np.ndarray, ...], outputs: list[np.ndarray] | None,
+                engine: str | None, latency_s: float, fallbacks: tuple[FallbackEvent, ...]
+                ) -> None:
         for o in self._observers:
             try:
-                o.on_call(event)
+                o.on_call(inputs, outputs, engine, latency_s, fallbacks)
             except Exception:
                 with self._lock:
                     self._observer_errors += 1

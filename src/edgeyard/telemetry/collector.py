@@ -5,9 +5,13 @@
     rt = Runtime.from_release("digits-1.0/", profile="pixel-8", public_key=key,
                               collector=collector)
 
-`on_call` (the runtime's observer hook) only appends a reference to an in-memory queue (bounded;
-overflow is counted, never waited on). A background thread drains the queue in batches, runs the
-release's projections vectorized, and updates the current window; a window closes after
+`on_call` (the runtime's observer hook) only appends the call to an in-memory log (`CallLog`:
+bounded; overflow is counted, never waited on). Counters and latency are exact for every call; the
+input and output signals come from every call, or, when the model is so fast that copying each
+call would cost more than `max_overhead` (default 5%) of its latency, from a uniform random
+sample of calls whose rate adapts to the measured latency (the window says how many calls were
+sampled). A background thread drains the log in batches, runs the release's projections
+vectorized, and updates the current window; a window closes after
 `window_s` seconds or `window_calls` calls, becomes an OTLP ResourceMetrics, and goes to the disk
 spool before any upload. A second thread uploads spooled windows (gzip, several per request),
 with exponential backoff and jitter, honouring Retry-After, never retrying a 4xx other than 408
@@ -28,7 +32,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,51 @@ from typing import Any
 import numpy as np
 
 from . import otlp
+from .calllog import CallLog
 from .projections import Projector
-from .ring import Ring
 from .spool import Spool
 from .window import LATENCY, Window
 
 RETRYABLE = {408, 429, 502, 503, 504}
+MAX_EVERY = 1000  # sample at least one call in a thousand
+
+
+def _costs(spec: dict[str, Any], io: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+           ) -> tuple[float, float, float]:
+    """Seconds, on this device, that `CallLog.record` takes for a sampled and for an unsampled
+    call of the model's shapes, and that the projections and signal sketches take per extra
+    sample in a batch (random data, timed once at start-up, best of 5)."""
+    rng = np.random.default_rng(0)
+
+    def arrays(specs: list[dict[str, Any]], n: int) -> list[np.ndarray]:
+        out = []
+        for sp in specs:
+            shape, dtype = [n] + [max(1, d) for d in sp["shape"][1:]], np.dtype(sp["dtype"])
+            a = rng.integers(0, 100, shape) if dtype.kind in "iub" else rng.normal(0, 1, shape)
+            out.append(a.astype(dtype))
+        return out
+
+    def best(fn: Callable[[], None], reps: int) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times.append((time.perf_counter() - t0) / reps)
+        return min(times)
+
+    ins, outs = tuple(arrays(io[0], 1)), arrays(io[1], 1)
+    hot = []
+    for every in (1.0, float(MAX_EVERY)):
+        log = CallLog(1 << 20, seed=0)
+        log.set_every(every)
+        hot.append(best(lambda log=log: log.record(ins, outs, "x", 1e-3, ()), 200))
+    projector, big, small = Projector(spec), 512, 32
+    batches = {n: (arrays(io[0], n), arrays(io[1], n)) for n in (big, small)}
+    per_batch = {n: best(lambda n=n: Window(spec).add_batch(projector, *batches[n]), 2)
+                 for n in (big, small)}
+    per_sample = max(0.0, (per_batch[big] - per_batch[small]) / (big - small))
+    return hot[0], hot[1], per_sample
 
 
 def pseudonymous_id(spool_dir: Path, device_id: str | None) -> str:
@@ -64,6 +106,14 @@ def pseudonymous_id(spool_dir: Path, device_id: str | None) -> str:
 
 
 class Collector:
+    """Summarizes every call of a runtime (or of `observe`) into windows and uploads them.
+
+    Most arguments have device-friendly defaults: `window_s` / `window_calls` close a window on
+    time or count; `max_queue` / `queue_bytes` bound the calls held in memory between two drains
+    (a quarter of a second); `spool_bytes` / `spool_age_s` bound the disk spool; `max_overhead`
+    is the share of the model's latency the hot path may cost (None: sample every call whatever
+    it costs); `upload_policy` says when uploading is allowed."""
+
     def __init__(
         self,
         spec: dict[str, Any],
@@ -82,8 +132,8 @@ class Collector:
         backoff_s: float = 1.0,
         backoff_max_s: float = 300.0,
         timeout_s: float = 10.0,
-        copy_inputs: bool = True,
-        ring_bytes: int = 8 * 1024 * 1024,
+        queue_bytes: int = 8 * 1024 * 1024,
+        max_overhead: float | None = 0.05,
         io: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
         start: bool = True,
     ) -> None:
@@ -93,24 +143,26 @@ class Collector:
         self.api_key = api_key
         self.window_s = window_s
         self.window_calls = window_calls
-        self.copy_inputs = copy_inputs
+        self.max_overhead = max_overhead
         self.upload_policy = upload_policy
         self.batch_windows = batch_windows
         self.backoff_s, self.backoff_max_s, self.timeout_s = backoff_s, backoff_max_s, timeout_s
         self.spool = Spool(spool_dir, spool_bytes, spool_age_s)
         self.projector = Projector(spec)
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._max_queue = max_queue
-        # fixed shapes (the usual case): calls go into a preallocated ring, no allocation per
-        # call; dynamic shapes fall back to a queue of copies
-        self._ring = None
-        if io is not None and all(d >= 0 for s in io[0] + io[1] for d in s["shape"][1:]):
-            per_sample = sum(int(np.prod(s["shape"][1:])) * np.dtype(s["dtype"]).itemsize
-                             for s in io[0] + io[1])
-            capacity = int(min(max_queue, max(64, ring_bytes // max(1, per_sample))))
-            self._ring = Ring([(tuple(s["shape"][1:]), s["dtype"]) for s in io[0]],
-                              [(tuple(s["shape"][1:]), s["dtype"]) for s in io[1]], capacity)
-        self._queue_dropped = 0
+        # calls held in memory between two drains: bounded in count and in bytes
+        per_call = 1024
+        if io is not None:
+            per_call += sum(int(np.prod([max(1, d) for d in sp["shape"][1:]]))
+                            * np.dtype(sp["dtype"]).itemsize for sp in io[0] + io[1])
+        self._log = CallLog(int(max(64, min(max_queue, queue_bytes // per_call))))
+        # the hot path is the log's own method: no extra Python frame per call
+        self.on_call = self._log.record  # type: ignore[method-assign]
+        self._cost = _costs(spec, io) if io is not None and max_overhead else None
+        # background CPU seconds per call (counters, latency; smoothed); this drain's CPU spent
+        # on what is not per call (signals: per sample; closing windows: per window)
+        self._bg_call: float | None = None
+        self._every: float | None = None  # the sampling the measurements ask for (smoothed)
+        self._signal_cpu = 0.0
         self._window = Window(spec)
         self._window_lock = threading.Lock()
         self._stop = threading.Event()
@@ -151,32 +203,20 @@ class Collector:
 
     # --- the hot path -------------------------------------------------------------------------
 
-    def on_call(self, event: Any) -> None:
-        """Runtime observer hook: a copy into a ring buffer, never a wait (full: counted)."""
-        fb = tuple([(f.engine, f.kind, f.reason) for f in event.fallbacks]) if event.fallbacks \
-            else ()
-        ring = self._ring
-        if ring is not None and ring.fits(event.inputs, event.outputs):
-            if not ring.put(event.inputs, event.outputs, event.engine, event.latency_s, fb):
-                self._queue_dropped += 1
-            return
-        if len(self._queue) >= self._max_queue:
-            self._queue_dropped += 1
-            return
-        inputs = event.inputs
-        if self.copy_inputs:  # the app may reuse its input buffers
-            inputs = tuple([x.copy() for x in inputs])
-        self._queue.append((inputs, event.outputs, event.engine, event.latency_s, fb))
+    def on_call(self, inputs: tuple[np.ndarray, ...], outputs: list[np.ndarray] | None,
+                engine: str | None, latency_s: float, fallbacks: tuple[Any, ...]) -> None:
+        """Runtime observer hook (`RuntimeObserver`): records the call, never waits (when the
+        in-memory log is full the call is counted as dropped). Replaced per instance by the
+        log's own `record`, so this body only documents the contract."""
+        self._log.record(inputs, outputs, engine, latency_s, fallbacks)
 
     def observe(self, inputs: Any, outputs: Any, engine: str = "app", latency_s: float = 0.0
                 ) -> None:
         """Record one call made outside the edgeyard runtime."""
-        from ..runtime.runtime import CallEvent
-
         ins = inputs if isinstance(inputs, tuple) else (inputs,)
         outs = outputs if isinstance(outputs, list) else [outputs]
-        self.on_call(CallEvent(tuple(np.asarray(x) for x in ins),
-                               [np.asarray(o) for o in outs], engine, latency_s))
+        self._log.record(tuple(np.asarray(x) for x in ins), [np.asarray(o) for o in outs],
+                         engine, latency_s, ())
 
     # --- background work ----------------------------------------------------------------------
 
@@ -188,56 +228,64 @@ class Collector:
             t.start()
             self._threads.append(t)
 
-    def _drain(self) -> None:
-        batches = self._take()
+    def _drain(self, close: bool = False) -> None:
+        """Summarize what the log holds; close the window when its time is up (or `close`)."""
+        cpu0, self._signal_cpu = time.thread_time(), 0.0
+        batches = self._log.take()
         with self._window_lock:
-            if self._queue_dropped:
-                self._window.dropped += self._queue_dropped
-                self._queue_dropped = 0
+            dropped, self._log.dropped = self._log.dropped, 0
+            self._window.dropped += dropped
             for batch in batches:
                 self._add_windowed(batch)
-            if self._window.calls and time.time_ns() - self._window.start_ns >= self.window_s * 1e9:
+            w = self._window
+            if (close and (w.calls or w.dropped)) or \
+                    (w.calls and time.time_ns() - w.start_ns >= self.window_s * 1e9):
                 self._close_window()
+        self._adapt(batches, time.thread_time() - cpu0)
 
-    def _take(self) -> list[dict[str, Any]]:
-        """Everything recorded since the last take, as batches of arrays."""
-        batches = []
-        if self._ring is not None:
-            b = self._ring.take()
-            if b is not None:
-                batches.append(b)
-        items = []
-        while self._queue:
-            items.append(self._queue.popleft())
-        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-        for it in items:  # the queue path: group calls of equal shapes
-            key = (*(x.shape[1:] for x in it[0]), it[1] is None,
-                   *(() if it[1] is None else (o.shape[1:] for o in it[1])))
-            groups.setdefault(key, []).append(it)
-        for group in groups.values():
-            has_out = group[0][1] is not None
-            sizes = [it[0][0].shape[0] for it in group]
-            batches.append({
-                "inputs": [np.concatenate([it[0][k] for it in group])
-                           for k in range(len(group[0][0]))],
-                "outputs": [np.concatenate([it[1][k] for it in group])
-                            for k in range(len(group[0][1]))] if has_out else [],
-                "has_outputs": np.full(sum(sizes), has_out),
-                "sizes": sizes,
-                "latency_s": [it[3] for it in group],
-                "engines": [it[2] for it in group],
-                "fallbacks": [it[4] for it in group],
-            })
-        return batches
+    def _adapt(self, batches: list[dict[str, Any]], cpu_s: float) -> None:
+        """Keep what the collector costs per call under `max_overhead` of the median call
+        latency by sampling the input and output signals of one call in `every` (counters and
+        latency stay exact). Costs are measured on this device, not assumed: what a sampled call
+        adds (its record on the hot path, timed in situ, and its projections and sketches here:
+        this thread competes for the GIL), and the floor every call pays (an unsampled record,
+        and its latency and counters here, measured per drain). every = marginal / (budget -
+        floor) (at least a quarter of the budget goes to the samples), smoothed."""
+        if self._cost is None:
+            return
+        lat = [x for b in batches for x in b["latency_s"] if x > 0]
+        calls = sum(len(b["latency_s"]) for b in batches)
+        if len(lat) < 32:
+            return
+        per_call = (cpu_s - self._signal_cpu) / calls
+        self._bg_call = per_call if self._bg_call is None else \
+            0.7 * self._bg_call + 0.3 * per_call
+        timings = list(self._log.timings)
+        hot = float(np.median(timings)) if len(timings) >= 8 else self._cost[0]
+        unsampled = min(self._cost[1], hot)
+        floor = unsampled + self._bg_call
+        marginal = hot - unsampled + self._cost[2]
+        budget = self.max_overhead * float(np.median(lat))  # type: ignore[operator]
+        # sampling cannot lower the floor: where the floor takes most of the budget, the sampled
+        # part still gets a quarter of it, so that a very fast model keeps a usable sample
+        room = max(budget - floor, budget / 4)
+        every = min(MAX_EVERY, max(1.0, marginal / room))
+        self._every = every if self._every is None else 0.7 * self._every + 0.3 * every
+        self._log.set_every(float(np.ceil(self._every)) if self._every > 1.05 else 1.0)
+
+    @property
+    def sampling(self) -> float:
+        """One call in how many is sampled for the input and output signals right now."""
+        return self._log.every
 
     def _add_windowed(self, batch: dict[str, Any]) -> None:
         """Add a batch, closing a window each time it reaches `window_calls` calls."""
-        sizes = batch["sizes"]
+        samples = batch["samples"]
         c0 = s0 = 0
-        while c0 < len(sizes):
+        while c0 < len(samples):
             room = self.window_calls - self._window.calls
-            c1 = min(len(sizes), c0 + room)
-            s1 = s0 + sum(sizes[c0:c1])
+            c1 = min(len(samples), c0 + room)
+            s1 = s0 + sum(samples[c0:c1])
             self._add(batch, c0, c1, s0, s1)
             if self._window.calls >= self.window_calls:
                 self._close_window()
@@ -245,26 +293,22 @@ class Collector:
 
     def _add(self, batch: dict[str, Any], c0: int, c1: int, s0: int, s1: int) -> None:
         w = self._window
-        ins = [a[s0:s1] for a in batch["inputs"]]
-        has = batch["has_outputs"][s0:s1]
-        if has.all() and batch["outputs"]:
-            w.add_batch(self.projector, ins, [o[s0:s1] for o in batch["outputs"]])
-        else:
-            w.add_batch(self.projector, ins, None)
-            if has.any() and batch["outputs"]:  # output signals from the calls that answered
-                outs = [o[s0:s1][has] for o in batch["outputs"]]
-                values, classes = self.projector.project([a[has] for a in ins], outs)
-                w.add_projected({k: v for k, v in values.items() if k.startswith("output")},
-                                classes)
-        w.sketches[LATENCY].update(np.asarray(batch["latency_s"][c0:c1], np.float64) * 1e3)
-        w.engines.update(e or "none" for e in batch["engines"][c0:c1])
-        for fb in batch["fallbacks"][c0:c1]:
-            if fb:
-                w.fallbacks.update(fb)
+        if s1 > s0:
+            t0 = time.thread_time()
+            w.add_batch(self.projector, [a[s0:s1] for a in batch["inputs"]],
+                        [o[s0:s1] for o in batch["outputs"]] or None)
+            self._signal_cpu += time.thread_time() - t0
+            w.sampled += c1 - c0 - batch["samples"][c0:c1].count(0)
+        w.sketches[LATENCY].update(np.array(batch["latency_s"][c0:c1], np.float64) * 1e3)
+        w.engines.update(["none" if e is None else e for e in batch["engines"][c0:c1]])
+        for i, events in batch["fallbacks"]:
+            if c0 <= i < c1:
+                w.fallbacks.update((f.engine, f.kind, f.reason) for f in events)
         w.calls += c1 - c0
         w.end_ns = time.time_ns()
 
     def _close_window(self) -> None:
+        t0 = time.thread_time()
         w = self._window
         self._window = Window(self.spec)
         spool_drops = self.spool.dropped
@@ -277,6 +321,7 @@ class Collector:
         self.spool.put(upload_id, otlp.window_bytes(w, attrs))
         self.stats["windows"] += 1
         self._wake_upload.set()
+        self._signal_cpu += time.thread_time() - t0  # per window, not per call
 
     def _aggregate_loop(self) -> None:
         # wake rarely and work in big batches: fewer, larger numpy calls hold the GIL less
@@ -353,12 +398,7 @@ class Collector:
     def flush(self, timeout_s: float = 10.0) -> None:
         """Summarize everything queued, close the current window into the spool, and try one
         upload now (does not wait for a server that is down)."""
-        batches = self._take()
-        with self._window_lock:
-            for batch in batches:
-                self._add_windowed(batch)
-            if self._window.calls or self._window.dropped:
-                self._close_window()
+        self._drain(close=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:

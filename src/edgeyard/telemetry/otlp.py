@@ -84,6 +84,7 @@ def resource_metrics(window: Window, resource_attrs: dict[str, Any]) -> Any:
     counter("fallbacks", [({"engine": e, "kind": k, "reason": r}, n)
                           for (e, k, r), n in sorted(window.fallbacks.items())])
     counter("telemetry.dropped", [({}, window.dropped)])
+    counter("telemetry.sampled", [({}, window.sampled)])
     return m.ResourceMetrics(
         resource=resource.Resource(attributes=_attrs(common, resource_attrs)),
         scope_metrics=[m.ScopeMetrics(scope=common.InstrumentationScope(name=SCOPE, version="1"),

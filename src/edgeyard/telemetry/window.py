@@ -34,6 +34,7 @@ class Window:
         self.fallbacks: Counter[tuple[str, str, str]] = Counter()
         self.dropped = 0
         self.calls = 0
+        self.sampled = 0  # calls whose inputs and outputs are in the signal sketches
         self.start_ns = start_ns if start_ns is not None else time.time_ns()
         self.end_ns = self.start_ns
 
@@ -58,6 +59,7 @@ class Window:
         out.fallbacks = self.fallbacks + other.fallbacks
         out.dropped = self.dropped + other.dropped
         out.calls = self.calls + other.calls
+        out.sampled = self.sampled + other.sampled
         return out
 
     # --- the reference file ---------------------------------------------------------------
@@ -86,7 +88,7 @@ def reference_window(spec: dict[str, Any], inputs: Sequence[np.ndarray],
     """The build-time reference: the projections over the held-out data and source outputs."""
     w = Window(spec, 0)
     w.add_batch(Projector(spec), inputs, outputs)
-    w.calls = int(np.asarray(inputs[0]).shape[0])
+    w.calls = w.sampled = int(np.asarray(inputs[0]).shape[0])
     return w
 
 
