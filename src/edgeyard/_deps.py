@@ -32,6 +32,12 @@ EXTRA_OF: dict[str, str] = {
     "onnx_graphsurgeon": "tflite",
     "sng4onnx": "tflite",
     "jsonschema": "schema",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "sqlalchemy": "server",
+    "alembic": "server",
+    "psycopg": "server",
+    "prometheus_client": "server",
 }
 
 # modules whose install command is not `pip install 'edgeyard[extra]'`

@@ -246,6 +246,18 @@ def agent(
     serve(host, port, token, workdir, int(max_upload_mb * 1024 * 1024))
 
 
+def _server_commands() -> None:
+    from .server import cli as server_cli
+
+    app.command("serve")(server_cli.serve)
+    app.command("drift")(server_cli.drift)
+    app.command("server-key")(server_cli.server_key)
+    app.add_typer(server_cli.releases_app, name="releases")
+
+
+_server_commands()
+
+
 def main() -> None:
     try:
         app()

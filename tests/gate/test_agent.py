@@ -34,8 +34,8 @@ def agent(tmp_path):
     m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
     assert m, line + proc.stderr.read()
     yield {"port": int(m.group(1)), "work": work, "proc": proc}
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
+    proc.send_signal(signal.SIGINT)  # it finishes the measurement in flight first
+    proc.wait(timeout=60)
 
 
 def request(port, method, path, body=b"", headers=None, token=TOKEN):

@@ -230,9 +230,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, {"measurements": [m.to_dict() for m in ms]})
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop the service cleanly, even when the parent started it with SIGINT
+    ignored (a background job of a non-interactive shell inherits that)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+
+
 def serve(host: str, port: int, token: str, workdir: Path | None = None,
           max_upload_bytes: int = 256 * 1024 * 1024) -> None:
     server = AgentServer((host, port), token, workdir, max_upload_bytes)
+    stop_on_signals()
     print(f"edgeyard agent listening on http://{host}:{server.server_address[1]} "
           f"(work directory {server.workdir}, upload limit {max_upload_bytes} bytes)", flush=True)
     try:

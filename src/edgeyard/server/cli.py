@@ -1,0 +1,196 @@
+"""`edgeyard serve`, `edgeyard releases register`, `edgeyard drift`, `edgeyard server-key`.
+
+Heavy modules (FastAPI, SQLAlchemy, uvicorn) load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .._deps import require
+
+DATA_DIR = Path("edgeyard-data")
+
+
+def _engine(database: str | None, data_dir: Path) -> Any:
+    require("sqlalchemy")
+    from . import db
+
+    engine = db.make_engine(database or db.default_url(data_dir))
+    db.migrate(engine)
+    return engine
+
+
+def _key_file(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+
+
+def ensure_keys(engine: Any, data_dir: Path) -> dict[str, str]:
+    """Keys from $EDGEYARD_ADMIN_KEY / $EDGEYARD_INGEST_KEY are registered; where no key of a
+    kind exists yet, one is created and written to <data dir>/<kind>.key (mode 600)."""
+    from . import store
+
+    out = {}
+    for kind in ("admin", "ingest"):
+        env = os.environ.get(f"EDGEYARD_{kind.upper()}_KEY")
+        if env:
+            store.add_key(engine, env, kind, label="from the environment")
+            out[kind] = "$EDGEYARD_" + kind.upper() + "_KEY"
+        elif not store.has_keys(engine, kind):
+            key = store.create_key(engine, kind, label="created on first start")
+            _key_file(data_dir / f"{kind}.key", key)
+            out[kind] = str(data_dir / f"{kind}.key")
+        elif (data_dir / f"{kind}.key").exists():
+            out[kind] = str(data_dir / f"{kind}.key")
+    return out
+
+
+def serve(
+    database: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --data-dir)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="SQLite file and first-start keys")] = DATA_DIR,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (4318 is OTLP/HTTP's)")] = 4318,
+    webhook: Annotated[str | None, typer.Option(help="POST new findings here (JSON)")] = None,
+    check_every: Annotated[float, typer.Option(help="seconds between background drift checks "
+                                                    "(0: only on request)")] = 300.0,
+    check_window: Annotated[str, typer.Option(help="window of the background checks")] = "1h",
+    max_body_mb: Annotated[float, typer.Option(help="largest accepted request body")] = 8.0,
+    rate_per_key: Annotated[float | None, typer.Option(
+        help="uploads per second per ingest key before 429 (default: no limit)")] = None,
+) -> None:
+    """Run the telemetry ingestion and drift service (OTLP/HTTP on /v1/metrics)."""
+    require("fastapi", extra="server")
+    require("uvicorn", extra="server")
+    import uvicorn
+
+    from ..agent.server import stop_on_signals
+    from .app import Settings, create_app
+
+    engine = _engine(database, data_dir)
+    keys = ensure_keys(engine, data_dir)
+    settings = Settings(database=database or str(engine.url), max_body=int(max_body_mb * 2**20),
+                        rate_per_key=rate_per_key, webhook=webhook,
+                        check_every_s=check_every or None, check_window=check_window)
+    app = create_app(settings, engine)
+    shown = engine.url.render_as_string(hide_password=True)
+    typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
+               + ", ".join(f"{k} key: {v}" for k, v in keys.items()) + ")")
+    sys.stdout.flush()
+    stop_on_signals()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def server_key(
+    kind: Annotated[str, typer.Argument(help="ingest (devices) or admin (register, read)")],
+    app_name: Annotated[str | None, typer.Option("--app", help="ingest keys: the only model "
+                                                              "it may upload for")] = None,
+    label: Annotated[str, typer.Option(help="a note for you")] = "",
+    database: Annotated[str | None, typer.Option(help="as for serve")] = None,
+    data_dir: Annotated[Path, typer.Option(help="as for serve")] = DATA_DIR,
+) -> None:
+    """Create an API key in the server's database and print it (it is stored hashed)."""
+    from . import store
+
+    engine = _engine(database, data_dir)
+    try:
+        typer.echo(store.create_key(engine, kind, app_name, label))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+releases_app = typer.Typer(no_args_is_help=True, help="Releases known to the server.")
+
+
+@releases_app.command("register")
+def register(
+    release_dir: Annotated[Path, typer.Argument(help="a built release directory")],
+    server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
+    key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
+) -> None:
+    """Upload a release's reference sketches so that the server can check drift against them."""
+    from .client import Client, ServerError, admin_key
+
+    try:
+        out = Client(server, admin_key(key, data_dir)).register(release_dir)
+    except ServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"registered {out['model']} {out['release']} at {server}")
+
+
+def drift(
+    model: Annotated[str, typer.Option(help="model name")],
+    release: Annotated[str, typer.Option(help="release version")],
+    window: Annotated[str, typer.Option(help="time window: 15m, 1h, 7d")] = "1h",
+    profile: Annotated[str | None, typer.Option(help="one segment (profile) only")] = None,
+    server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
+    key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON result")] = False,
+    alert: Annotated[bool, typer.Option(help="record findings and call the webhook")] = False,
+) -> None:
+    """Check a release's production data for drift. Exit 0 ok, 1 drift, 3 not enough data."""
+    import json
+
+    from .client import Client, ServerError, admin_key
+
+    try:
+        res = Client(server, admin_key(key, data_dir)).drift(model, release, window, profile,
+                                                             alert=alert)
+    except ServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        typer.echo(format_result(res))
+    raise typer.Exit({"drift": 1, "ok": 0}.get(res["verdict"], 3))
+
+
+def format_result(res: dict[str, Any]) -> str:
+    """The terminal table of a drift check."""
+    ov = res.get("overall") or {}
+    lines = [f"{res['model']} {res['release']}: {res['verdict'].upper()} over the last "
+             f"{res['window']['seconds'] / 3600:g} h ({res['devices']} devices, "
+             f"{(ov.get('runtime') or {}).get('calls', 0)} calls)", "",
+             f"{'signal':34} {'n':>8} {'KS':>7} {'bound':>7} {'thresh':>7} {'p':>8} "
+             f"{'PSI':>7} {'JS':>7}  verdict"]
+    def f(s: dict[str, Any], k: str, fmt: str = ".3f") -> str:
+        v = s.get(k)
+        return "–" if v is None else format(v, fmt)
+
+    for s in ov.get("signals", []):
+        verdict = "DRIFT" if s.get("drifted") else ("n/a" if s.get("verdict") ==
+                                                    "insufficient_data" else "ok")
+        lines.append(f"{s['name'][:34]:34} {s.get('n', 0):>8} {f(s, 'ks'):>7} "
+                     f"{f(s, 'ks_bound'):>7} {f(s, 'ks_threshold'):>7} "
+                     f"{f(s, 'p_value', '.2g'):>8} {f(s, 'psi'):>7} {f(s, 'js'):>7}  {verdict}")
+    c = ov.get("classes")
+    if c:
+        lines.append(f"{'output.class (chi-square)':34} {c.get('n', 0):>8} {'':>7} {'':>7} "
+                     f"{'':>7} {c.get('p_value', 1):>8.2g} {'':>7} {'':>7}  "
+                     f"{'DRIFT' if c.get('drifted') else 'ok'}")
+    ea = ov.get("expected_accuracy")
+    if ea:
+        lines += ["", f"expected accuracy {ea.get('current')} vs reference {ea.get('reference')}"
+                      f" ({ea.get('note', '')})"]
+    for seg, v in (res.get("segments") or {}).items():
+        lines.append(f"segment {seg}: {v['verdict']}" + (f" ({', '.join(v['drifted'])})"
+                                                          if v.get("drifted") else ""))
+    for f_ in ov.get("findings", []):
+        lines.append(f"finding: {f_['kind']} {f_['signal']}: {f_['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""A small client of the service's admin API (stdlib only): register releases, run checks.
+
+The admin key comes from `key=`, else `$EDGEYARD_ADMIN_KEY`, else the `admin.key` file that
+`edgeyard serve` writes into its data directory (`./edgeyard-data` by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..errors import EdgeyardError
+
+DEFAULT_URL = "http://127.0.0.1:4318"
+
+
+class ServerError(EdgeyardError):
+    pass
+
+
+def admin_key(key: str | None = None, data_dir: str | os.PathLike[str] = "edgeyard-data") -> str:
+    if key:
+        return key
+    if os.environ.get("EDGEYARD_ADMIN_KEY"):
+        return os.environ["EDGEYARD_ADMIN_KEY"]
+    f = Path(data_dir) / "admin.key"
+    if f.exists():
+        return f.read_text().strip()
+    raise ServerError(f"no admin key: pass --key, set $EDGEYARD_ADMIN_KEY, or run next to the "
+                      f"server's data directory ({f} is missing)")
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, key: str | None = None, timeout_s: float = 60.0
+                 ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        q = {k: v for k, v in params.items() if v is not None}
+        url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(q)}" if q else "")
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("detail", detail)
+            except (ValueError, AttributeError):
+                pass
+            raise ServerError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {exc}") from None
+
+    def register(self, release_dir: str | os.PathLike[str]) -> dict[str, str]:
+        """Upload a release's manifest and build-time reference sketches."""
+        root = Path(release_dir)
+        manifest_file, ref_file = root / "release.json", root / "telemetry" / "reference.json"
+        for f in (manifest_file, ref_file):
+            if not f.exists():
+                raise ServerError(f"{f} is missing: is {root} a release built by edgeyard?")
+        body = {"manifest": json.loads(manifest_file.read_text()),
+                "reference": json.loads(ref_file.read_text())}
+        out: dict[str, str] = self._call("POST", "/api/releases", body)
+        return out
+
+    def drift(self, model: str, release: str, window: str = "1h", profile: str | None = None,
+              end: float | None = None, alert: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = self._call("GET", "/api/drift", model=model, release=release,
+                                         window=window, profile=profile, end=end,
+                                         alert=str(alert).lower())
+        return out

@@ -1,0 +1,169 @@
+"""Storage: the tables, the engine, and the schema migrations (Alembic), through SQLAlchemy.
+
+SQLite (a file under the data directory: zero set-up) and PostgreSQL (production) run the same
+code and the same migrations. What an acknowledged upload needs to survive a crash:
+SQLite in WAL mode with `synchronous=FULL` (every commit fsyncs the log), PostgreSQL with its
+default `synchronous_commit=on`.
+
+Tables
+- releases: a registered release's manifest and build-time reference window.
+- uploads: one row per accepted device window (the upload id de-duplicates retries); no payload.
+- aggregates: per (model, release, profile, signal, bucket) the merged sketch of every upload
+  whose window started in that bucket (`bucket_s`, 5 minutes by default): queries merge a few
+  aggregates, never scan uploads.
+- counters: per (model, release, profile, bucket, name, attributes) an exact sum.
+- api_keys: sha256 of each key, its kind (ingest / admin) and, for ingest keys, its app.
+- findings: each drift or rule finding once, with when it was first and last seen and whether
+  the webhook was told.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+releases = Table(
+    "releases", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("accuracy", Float, nullable=True),
+    UniqueConstraint("model", "release", name="uq_releases_model_release"),
+)
+
+uploads = Table(
+    "uploads", metadata,
+    Column("upload_id", String(128), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("profile", String(100), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("points", Integer, nullable=False),
+    Index("ix_uploads_model_release_received", "model", "release", "received_at"),
+)
+
+aggregates = Table(
+    "aggregates", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("profile", String(100), nullable=False),
+    Column("signal", String(300), nullable=False),
+    Column("bucket", BigInteger, nullable=False),  # unix seconds, a multiple of bucket_s
+    Column("sketch", LargeBinary, nullable=False),
+    Column("uploads", Integer, nullable=False),
+    UniqueConstraint("model", "release", "profile", "signal", "bucket", name="uq_aggregates_key"),
+    Index("ix_aggregates_query", "model", "release", "bucket"),
+)
+
+counters = Table(
+    "counters", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("profile", String(100), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("attrs", String(1000), nullable=False),  # canonical JSON of the point's attributes
+    Column("value", BigInteger, nullable=False),
+    UniqueConstraint("model", "release", "profile", "bucket", "name", "attrs",
+                     name="uq_counters_key"),
+    Index("ix_counters_query", "model", "release", "bucket"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("kind", String(10), nullable=False),  # ingest | admin
+    Column("app", String(200), nullable=True),  # ingest keys: the model they may upload for
+    Column("label", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+findings = Table(
+    "findings", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("profile", String(100), nullable=False),
+    Column("signal", String(300), nullable=False),
+    Column("kind", String(20), nullable=False),  # drift | rule:<name> | accuracy
+    Column("message", Text, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("notified", Boolean, nullable=False, default=False),
+    UniqueConstraint("model", "release", "profile", "signal", "kind", name="uq_findings_key"),
+)
+
+
+def default_url(data_dir: str | os.PathLike[str]) -> str:
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'edgeyard.db'}"
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine with the durability settings above (and a busy timeout on SQLite, whose
+    writers take turns)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
+                               **kw)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+            conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writes)
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # writers take the lock up front (no deadlock on upgrade); readers run beside them
+            write = conn.get_execution_options().get("write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kw)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (what `edgeyard serve` does on start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,51 @@
+"""The service's own health for Prometheus: ingest rate, rejects by reason, request latency."""
+
+from __future__ import annotations
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._requests = Counter("edgeyard_ingest_requests", "OTLP export requests by status",
+                                 ["status"], registry=r)
+        self._latency = Histogram("edgeyard_ingest_request_seconds",
+                                  "OTLP export request latency (body read to commit)",
+                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                           0.5, 1, 2.5, 5, 10), registry=r)
+        self._uploads = Counter("edgeyard_ingest_uploads", "device windows by outcome",
+                                ["outcome"], registry=r)
+        self._points = Counter("edgeyard_ingest_points", "data points by outcome", ["outcome"],
+                               registry=r)
+        self._rejects = Counter("edgeyard_ingest_rejected_requests",
+                                "requests refused, by reason", ["reason"], registry=r)
+        self._checks = Counter("edgeyard_drift_checks", "drift checks by verdict", ["verdict"],
+                               registry=r)
+        self._alerts = Counter("edgeyard_alerts", "webhook deliveries by outcome", ["outcome"],
+                               registry=r)
+
+    def request(self, status: int, seconds: float) -> None:
+        self._requests.labels(str(status)).inc()
+        self._latency.observe(seconds)
+
+    def ingested(self, new: int, duplicates: int, points: int, rejected_points: int) -> None:
+        self._uploads.labels("new").inc(new)
+        self._uploads.labels("duplicate").inc(duplicates)
+        self._points.labels("accepted").inc(points)
+        self._points.labels("rejected").inc(rejected_points)
+
+    def rejected(self, reason: str) -> None:
+        self._rejects.labels(reason).inc()
+
+    def checked(self, verdict: str) -> None:
+        self._checks.labels(verdict).inc()
+
+    def alerted(self, ok: bool) -> None:
+        self._alerts.labels("delivered" if ok else "failed").inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,203 @@
+"""Drift checks over stored windows: by time window and by segment, over time, with alerts.
+
+A check merges the aggregates of a release over [end - window, end) — all profiles, then each
+profile (a segment) — and compares each merged window with the release's reference
+(`edgeyard.drift.check`). Findings (a drifted signal, a failed rule, a drop of the expected
+accuracy) are stored once per (release, profile, signal, kind); a finding never seen before is
+posted to the webhook, once (retried on the next check until the webhook answers 2xx).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from ..drift import DriftPolicy
+from ..drift import check as drift_check
+from ..drift.stats import aligned
+from ..telemetry.window import LATENCY, Window
+from . import store
+from .metrics import ServiceMetrics
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h', '7d' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"a duration is a positive number and a unit s, m, h or d "
+                         f"(got {text!r}, e.g. '1h')")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def runtime_summary(w: Window) -> dict[str, Any]:
+    """Calls by engine, fallbacks by engine/kind/reason, latency quantiles, drops, sampling."""
+    lat = w.sketches.get(LATENCY)
+
+    def q(p: float) -> float | None:
+        return None if lat is None or lat.count == 0 else round(lat.quantile(p), 4)
+
+    return {
+        "calls": int(w.calls),
+        "sampled": int(w.sampled),
+        "dropped": int(w.dropped),
+        "engines": dict(sorted(w.engines.items())),
+        "fallbacks": [{"engine": e, "kind": k, "reason": r, "count": int(n)}
+                      for (e, k, r), n in sorted(w.fallbacks.items(), key=lambda kv: -kv[1])],
+        "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
+                       "count": 0 if lat is None else int(lat.count)},
+    }
+
+
+class Watch:
+    def __init__(self, engine: Engine, webhook: str | None = None,
+                 metrics: ServiceMetrics | None = None, policy: DriftPolicy | None = None
+                 ) -> None:
+        self.engine = engine
+        self.webhook = webhook
+        self.metrics = metrics
+        self.policy = policy or DriftPolicy()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check(self, rec: store.ReleaseRecord, window_s: float, end: float | None = None,
+              profile: str | None = None, alert: bool = False) -> dict[str, Any]:
+        end = time.time() if end is None else end
+        start = end - window_s
+        profiles = [profile] if profile else store.segments(self.engine, rec.model, rec.release,
+                                                            start, end)
+        segments: dict[str, Any] = {}
+        for seg in ([None] if profile is None else []) + profiles:
+            w = store.window(self.engine, rec, start, end, seg)
+            report = drift_check(rec.reference, w, self.policy, reference_accuracy=rec.accuracy)
+            segments["all" if seg is None else seg] = {**report.to_dict(),
+                                                      "runtime": runtime_summary(w)}
+            if self.metrics is not None:
+                self.metrics.checked(report.verdict)
+            if alert and report.findings:
+                new = store.record_findings(self.engine, rec.model, rec.release,
+                                            "all" if seg is None else seg, report.findings)
+                self._notify(new)
+        overall = segments.get("all") or next(iter(segments.values()), None)
+        return {
+            "model": rec.model, "release": rec.release,
+            "window": {"start": start, "end": end, "seconds": window_s},
+            "devices": store.device_count(self.engine, rec.model, rec.release, start, end),
+            "verdict": overall["verdict"] if overall else "insufficient_data",
+            "overall": overall,
+            "segments": {k: v for k, v in segments.items() if k != "all"},
+        }
+
+    def timeline(self, rec: store.ReleaseRecord, span_s: float, step_s: float,
+                 end: float | None = None) -> dict[str, Any]:
+        """Per step over [end - span, end): each signal's KS statistic and calibrated threshold,
+        the verdict, calls, fallbacks and latency quantiles (one query for the whole span)."""
+        end = time.time() if end is None else end
+        start = end - span_s
+        n_steps = max(1, min(500, int(np.ceil(span_s / step_s))))
+        by_bucket = store.signals(self.engine, rec.model, rec.release, start, end,
+                                  by_bucket=True)
+        counts = store.counter_rows(self.engine, rec.model, rec.release, start, end,
+                                    by_bucket=True)
+        steps = []
+        for i in range(n_steps):
+            s0, s1 = start + i * step_s, min(end, start + (i + 1) * step_s)
+            w = Window(rec.spec, int(s0 * 1e9))
+            for (b, name), h in by_bucket.items():
+                if s0 <= b < s1 or (i == 0 and b < s0):
+                    w.sketches[name] = w.sketches[name].merge(h) if name in w.sketches else h
+            for (b, name, attrs), v in counts.items():
+                if s0 <= b < s1 or (i == 0 and b < s0):
+                    store.add_counter(w, rec.spec, name, attrs, v)
+            report = drift_check(rec.reference, w, self.policy, reference_accuracy=rec.accuracy)
+            d = report.to_dict()
+            steps.append({
+                "start": s0, "end": s1, "verdict": d["verdict"],
+                "signals": {s["name"]: {k: s.get(k) for k in
+                                        ("n", "ks", "ks_threshold", "p_value", "drifted", "psi",
+                                         "js")}
+                            for s in d["signals"]},
+                "expected_accuracy": (d.get("expected_accuracy") or {}).get("current"),
+                "runtime": runtime_summary(w),
+            })
+        return {"model": rec.model, "release": rec.release, "start": start, "end": end,
+                "step_s": step_s, "steps": steps}
+
+    def signal(self, rec: store.ReleaseRecord, name: str, window_s: float,
+               end: float | None = None) -> dict[str, Any]:
+        """Reference and production bucket masses of one signal on their common buckets."""
+        end = time.time() if end is None else end
+        ref = rec.reference.sketches.get(name)
+        if ref is None:
+            known = ", ".join(sorted(rec.reference.sketches)) or "none"
+            raise KeyError(f"signal {name!r} is not in the reference (signals: {known})")
+        cur = store.signals(self.engine, rec.model, rec.release, end - window_s, end,
+                            signal=name).get(name)
+        if cur is None or cur.count == 0:
+            return {"name": name, "edges": [], "reference": [], "current": [], "n_current": 0,
+                    "n_reference": int(ref.count)}
+        a = aligned(ref, cur)
+        return {"name": name, "edges": [float(x) for x in a.edges],
+                "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
+                "n_reference": int(a.n_ref), "n_current": int(a.n_cur)}
+
+    # --- alerts -------------------------------------------------------------------------------
+
+    def _notify(self, new: list[dict[str, Any]]) -> None:
+        if not new or not self.webhook:
+            return
+        lines = [f"{f['model']} {f['release']} [{f['profile']}] {f['kind']} {f['signal']}: "
+                 f"{f['message']}" for f in new]
+        body = json.dumps({"text": "edgeyard: new findings\n" + "\n".join(lines),
+                           "findings": new}).encode()
+        req = urllib.request.Request(self.webhook, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                ok = 200 <= resp.status < 300
+        except (urllib.error.URLError, OSError):
+            ok = False
+        if self.metrics is not None:
+            self.metrics.alerted(ok)
+        if ok:
+            store.mark_notified(self.engine, new)
+        else:  # told on the next check: forget them as new
+            store.forget_unnotified(self.engine, new)
+
+    # --- background ---------------------------------------------------------------------------
+
+    def check_all(self, window_s: float) -> None:
+        for r in store.releases(self.engine):
+            rec = store.release(self.engine, r["model"], r["release"])
+            if rec is not None:
+                self.check(rec, window_s, alert=True)
+
+    def start_background(self, every_s: float, window_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.check_all(window_s)
+                except Exception:  # a failed check must not stop the next one
+                    if self.metrics is not None:
+                        self.metrics.checked("error")
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=loop, name="edgeyard-drift-checks", daemon=True)
+        self._thread.start()
+
+    def stop_background(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
