@@ -41,6 +41,24 @@ from . import decode, store
 from .metrics import ServiceMetrics
 from .watch import Watch, parse_duration
 
+MAX_SECONDS = 400 * 86400.0
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if seconds > MAX_SECONDS:
+        raise HTTPException(422, f"{text!r} is longer than 400 days")
+    return seconds
+
+
+Duration = Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$",
+                                description="a duration: 90s, 15m, 1h, 7d")]
+End = Annotated[float | None, Query(ge=0, le=4_102_444_800,
+                                    description="end of the window, unix seconds (default now)")]
+
 
 @dataclass
 class Settings:
@@ -179,27 +197,28 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return store.releases(engine)
 
     @app.get("/api/drift", dependencies=[Admin], summary="drift check over a time window")
-    def drift(model: str, release: str,
-              window: Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$")] = "1h",
-              profile: str | None = None, end: float | None = None,
-              alert: bool = False) -> dict[str, Any]:
+    def drift(model: str, release: str, window: Duration = "1h", profile: str | None = None,
+              end: End = None, alert: bool = False) -> dict[str, Any]:
         rec = _release(engine, model, release)
-        return watch.check(rec, parse_duration(window), end=end, profile=profile, alert=alert)
+        return watch.check(rec, _duration(window), end=end, profile=profile, alert=alert)
 
     @app.get("/api/timeline", dependencies=[Admin], summary="drift statistics per time step")
-    def timeline(model: str, release: str,
-                 span: Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$")] = "24h",
-                 step: Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$")] = "1h",
-                 end: float | None = None) -> dict[str, Any]:
+    def timeline(model: str, release: str, span: Duration = "24h", step: Duration = "1h",
+                 end: End = None) -> dict[str, Any]:
         rec = _release(engine, model, release)
-        return watch.timeline(rec, parse_duration(span), parse_duration(step), end=end)
+        span_s, step_s = _duration(span), _duration(step)
+        if span_s / step_s > 500:
+            raise HTTPException(422, f"{span} in steps of {step} is over 500 steps")
+        return watch.timeline(rec, span_s, step_s, end=end)
 
     @app.get("/api/signal", dependencies=[Admin], summary="one signal: reference vs production")
-    def signal(model: str, release: str, name: str,
-               window: Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$")] = "1h",
-               end: float | None = None) -> dict[str, Any]:
+    def signal(model: str, release: str, name: str, window: Duration = "1h",
+               end: End = None) -> dict[str, Any]:
         rec = _release(engine, model, release)
-        return watch.signal(rec, name, parse_duration(window), end=end)
+        try:
+            return watch.signal(rec, name, _duration(window), end=end)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0])) from None
 
     @app.get("/api/findings", dependencies=[Admin], summary="findings, newest first")
     def list_findings(model: str | None = None) -> list[dict[str, Any]]:
@@ -215,12 +234,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return resp
 
     @app.get("/", dependencies=[Admin], response_class=HTMLResponse, summary="HTML report")
-    def report(model: str | None = None, release: str | None = None,
-               window: Annotated[str, Query(pattern=r"^\d+(\.\d+)?[smhd]$")] = "1h",
-               end: float | None = None) -> HTMLResponse:
+    def report(model: str | None = None, release: str | None = None, window: Duration = "1h",
+               end: End = None) -> HTMLResponse:
         from .report import render
 
-        return HTMLResponse(render(watch, model, release, parse_duration(window), end))
+        return HTMLResponse(render(watch, model, release, _duration(window), end))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -174,20 +174,19 @@ def format_result(res: dict[str, Any]) -> str:
         return "–" if v is None else format(v, fmt)
 
     for s in ov.get("signals", []):
-        verdict = "DRIFT" if s.get("drifted") else ("n/a" if s.get("verdict") ==
-                                                    "insufficient_data" else "ok")
+        verdict = "DRIFT" if s.get("verdict") == "drift" else str(s.get("verdict"))
         lines.append(f"{s['name'][:34]:34} {s.get('n', 0):>8} {f(s, 'ks'):>7} "
-                     f"{f(s, 'ks_bound'):>7} {f(s, 'ks_threshold'):>7} "
+                     f"{f(s, 'ks_bound'):>7} {f(s, 'threshold'):>7} "
                      f"{f(s, 'p_value', '.2g'):>8} {f(s, 'psi'):>7} {f(s, 'js'):>7}  {verdict}")
     c = ov.get("classes")
     if c:
         lines.append(f"{'output.class (chi-square)':34} {c.get('n', 0):>8} {'':>7} {'':>7} "
                      f"{'':>7} {c.get('p_value', 1):>8.2g} {'':>7} {'':>7}  "
-                     f"{'DRIFT' if c.get('drifted') else 'ok'}")
+                     f"{'DRIFT' if c.get('verdict') == 'drift' else c.get('verdict')}")
     ea = ov.get("expected_accuracy")
     if ea:
-        lines += ["", f"expected accuracy {ea.get('current')} vs reference {ea.get('reference')}"
-                      f" ({ea.get('note', '')})"]
+        lines += ["", f"expected accuracy {ea['current']:.4f} vs reference {ea['reference']:.4f} "
+                      f"(change {ea['difference']:+.4f}; {ea.get('note', '')})"]
     for seg, v in (res.get("segments") or {}).items():
         lines.append(f"segment {seg}: {v['verdict']}" + (f" ({', '.join(v['drifted'])})"
                                                           if v.get("drifted") else ""))

@@ -227,8 +227,8 @@ def _metric(m: Any, up: Upload, out: Decoded, invalid: list[tuple[str, str, int]
             except ValueError as exc:
                 out.reject(1, f"{m.name}: {exc}")
                 continue
-            key = _signal(m.name, _attrs(p.attributes))
-            up.sketches[key] = up.sketches[key].merge(h) if key in up.sketches else h
+            signal = _signal(m.name, _attrs(p.attributes))
+            up.sketches[signal] = up.sketches[signal].merge(h) if signal in up.sketches else h
             up.points += 1
             _times(up, p)
     elif kind == "sum":

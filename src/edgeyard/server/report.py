@@ -58,7 +58,7 @@ def histogram_svg(sig: dict[str, Any], width: int = 260, height: int = 120) -> s
             h = (height - 20) * v / top
             bars.append(f'<rect x="{x + j * bw / 2:.2f}" y="{height - 15 - h:.2f}" '
                         f'width="{max(bw / 2 - 0.3, 0.3):.2f}" height="{h:.2f}" fill="{color}"/>')
-    lo, hi = sig["edges"][0], sig["edges"][-1]
+    lo, hi = sig["lower"][0], sig["upper"][-1]
     return (f'<svg class="hist" width="{width}" height="{height}" role="img" '
             f'data-signal="{_e(sig["name"])}"><title>{_e(title)}</title>{"".join(bars)}'
             f'<text x="5" y="{height - 2}" font-size="10">{_num(lo)}</text>'
@@ -101,26 +101,34 @@ def lines_svg(series: dict[str, list[float | None]], xs: list[float], title: str
     return "".join(out)
 
 
+def _ratio(sig: dict[str, Any] | None) -> float | None:
+    """KS over its calibrated threshold (None where the step was not tested)."""
+    if not sig or sig.get("ks") is None or not sig.get("threshold"):
+        return None
+    return float(sig["ks"]) / float(sig["threshold"])
+
+
 def _drift_table(report: dict[str, Any]) -> str:
     rows = []
     for s in report.get("signals", []):
-        cls = "drift" if s.get("drifted") else ("na" if s.get("verdict") ==
-                                                "insufficient_data" else "ok")
-        rules = ", ".join(f"{k}: {v['verdict']}" for k, v in (s.get("rules") or {}).items()
-                          if v.get("verdict") == "fail") or "pass"
+        drifted = s.get("verdict") == "drift"
+        cls = "drift" if drifted else ("ok" if s.get("verdict") == "ok" else "na")
+        rules = ", ".join(f"{r['name']} fail" for r in s.get("rules") or []
+                          if r.get("status") == "fail") or "pass"
         rows.append(
             f'<tr class="{cls}"><td>{_e(s["name"])}</td><td>{_num(s.get("n"))}</td>'
             f'<td>{_num(s.get("ks"))}</td><td>{_num(s.get("ks_bound"))}</td>'
-            f'<td>{_num(s.get("ks_threshold"))}</td><td>{_num(s.get("p_value"))}</td>'
+            f'<td>{_num(s.get("threshold"))}</td><td>{_num(s.get("p_value"))}</td>'
             f'<td>{_num(s.get("psi"))}</td><td>{_num(s.get("js"))}</td>'
-            f'<td>{"DRIFT" if s.get("drifted") else "ok"}</td><td>{_e(rules)}</td></tr>')
+            f'<td>{"DRIFT" if drifted else _e(s.get("verdict"))}</td><td>{_e(rules)}</td></tr>')
     c = report.get("classes")
     if c:
-        cls = "drift" if c.get("drifted") else "ok"
+        cls = "drift" if c.get("verdict") == "drift" else "ok"
         rows.append(f'<tr class="{cls}"><td>output.class (counts)</td><td>{_num(c.get("n"))}</td>'
                     f'<td colspan="2">chi² {_num(c.get("statistic"))}</td><td></td>'
                     f'<td>{_num(c.get("p_value"))}</td><td></td><td></td>'
-                    f'<td>{"DRIFT" if c.get("drifted") else "ok"}</td><td></td></tr>')
+                    f'<td>{"DRIFT" if c.get("verdict") == "drift" else _e(c.get("verdict"))}'
+                    '</td><td></td></tr>')
     return ('<table id="drift-table"><tr><th>signal</th><th>n</th><th>KS</th><th>± bound</th>'
             '<th>threshold</th><th>p</th><th>PSI</th><th>JS</th><th>verdict</th><th>rules</th>'
             '</tr>' + "".join(rows) + "</table>")
@@ -168,9 +176,12 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
         ea = ov.get("expected_accuracy")
         if ea:
             parts.append(f'<p id="expected-accuracy">Expected accuracy {_num(ea.get("current"))}'
-                         f' vs reference {_num(ea.get("reference"))}'
-                         + (f' (measured at build: {_num(ea.get("measured"))})'
-                            if ea.get("measured") is not None else "")
+                         f' vs reference {_num(ea.get("reference"))} (change '
+                         f'{_num(ea.get("difference"))}, interval [{_num(ea.get("ci_low"))}, '
+                         f'{_num(ea.get("ci_high"))}])'
+                         + (f'; accuracy measured with labels at build: '
+                            f'{_num(ea.get("reference_accuracy"))}'
+                            if ea.get("reference_accuracy") is not None else "")
                          + f'. <span class="note">{_e(ea.get("note", ""))}</span></p>')
         findings = ov.get("findings") or []
         if findings:
@@ -191,10 +202,7 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
     tl = watch.timeline(rec, 24 * 3600.0, 3600.0, end=end)
     xs = [(s["end"] - end) / 3600 for s in tl["steps"]]
     names = sorted({n for s in tl["steps"] for n in s["signals"]})
-    ratio = {n: [(s["signals"].get(n) or {}).get("ks") / (s["signals"][n]["ks_threshold"])
-                 if (s["signals"].get(n) or {}).get("ks") is not None
-                 and s["signals"][n].get("ks_threshold") else None for s in tl["steps"]]
-             for n in names}
+    ratio = {n: [_ratio(s["signals"].get(n)) for s in tl["steps"]] for n in names}
     parts.append('<h2>Drift over the last 24 h (KS / threshold per hour; above 1 = drift)</h2>'
                  + lines_svg(ratio, xs, "KS / threshold", hline=1.0))
     lat = {"p50": [s["runtime"]["latency_ms"]["p50"] for s in tl["steps"]],

@@ -338,8 +338,9 @@ def lookup_key(engine: Engine, key: str) -> tuple[str, str | None] | None:
 
 def has_keys(engine: Engine, kind: str) -> bool:
     with engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(db.api_keys)
-                           .where(db.api_keys.c.kind == kind)) > 0
+        n = conn.scalar(select(func.count()).select_from(db.api_keys)
+                        .where(db.api_keys.c.kind == kind))
+    return bool(n)
 
 
 # --- findings -------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class Watch:
             steps.append({
                 "start": s0, "end": s1, "verdict": d["verdict"],
                 "signals": {s["name"]: {k: s.get(k) for k in
-                                        ("n", "ks", "ks_threshold", "p_value", "drifted", "psi",
+                                        ("n", "ks", "threshold", "p_value", "verdict", "psi",
                                          "js")}
                             for s in d["signals"]},
                 "expected_accuracy": (d.get("expected_accuracy") or {}).get("current"),
@@ -145,10 +145,11 @@ class Watch:
         cur = store.signals(self.engine, rec.model, rec.release, end - window_s, end,
                             signal=name).get(name)
         if cur is None or cur.count == 0:
-            return {"name": name, "edges": [], "reference": [], "current": [], "n_current": 0,
-                    "n_reference": int(ref.count)}
+            return {"name": name, "lower": [], "upper": [], "reference": [], "current": [],
+                    "n_current": 0, "n_reference": int(ref.count)}
         a = aligned(ref, cur)
-        return {"name": name, "edges": [float(x) for x in a.edges],
+        return {"name": name, "lower": [float(x) for x in a.lower],
+                "upper": [float(x) for x in a.upper],
                 "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
                 "n_reference": int(a.n_ref), "n_current": int(a.n_cur)}
 

@@ -21,6 +21,7 @@ leaves the device: only sketches and counters.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -77,11 +78,13 @@ def _costs(spec: dict[str, Any], io: tuple[list[dict[str, Any]], list[dict[str, 
     for every in (1.0, float(MAX_EVERY)):
         log = CallLog(1 << 20, seed=0)
         log.set_every(every)
-        hot.append(best(lambda log=log: log.record(ins, outs, "x", 1e-3, ()), 200))
+        hot.append(best(functools.partial(log.record, ins, outs, "x", 1e-3, ()), 200))
     projector, big, small = Projector(spec), 512, 32
-    batches = {n: (arrays(io[0], n), arrays(io[1], n)) for n in (big, small)}
-    per_batch = {n: best(lambda n=n: Window(spec).add_batch(projector, *batches[n]), 2)
-                 for n in (big, small)}
+    per_batch = {}
+    for n in (big, small):
+        window = Window(spec)
+        per_batch[n] = best(functools.partial(window.add_batch, projector, arrays(io[0], n),
+                                              arrays(io[1], n)), 2)
     per_sample = max(0.0, (per_batch[big] - per_batch[small]) / (big - small))
     return hot[0], hot[1], per_sample
 

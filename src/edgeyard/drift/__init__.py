@@ -1,0 +1,59 @@
+"""Server side: drift statistics between a production window and the build's reference window.
+
+`check` compares two `Window`s (see `check.py` for the method); `stats` holds the distances on
+two sketches, with their error bounds. Numpy, plus scipy for the class counts' chi-square test.
+"""
+
+from __future__ import annotations
+
+from .check import (
+    CALIBRATION_NOTE,
+    ClassResult,
+    DriftPolicy,
+    DriftReport,
+    ExpectedAccuracy,
+    Rule,
+    SignalResult,
+    check,
+    null_ks,
+)
+from .stats import (
+    KS,
+    Aligned,
+    ClassTest,
+    aligned,
+    chi2_classes,
+    d1,
+    holm,
+    js,
+    ks,
+    ks_distance,
+    linf,
+    psi,
+    sketch_std,
+)
+
+__all__ = [
+    "CALIBRATION_NOTE",
+    "KS",
+    "Aligned",
+    "ClassResult",
+    "ClassTest",
+    "DriftPolicy",
+    "DriftReport",
+    "ExpectedAccuracy",
+    "Rule",
+    "SignalResult",
+    "aligned",
+    "check",
+    "chi2_classes",
+    "d1",
+    "holm",
+    "js",
+    "ks",
+    "ks_distance",
+    "linf",
+    "null_ks",
+    "psi",
+    "sketch_std",
+]

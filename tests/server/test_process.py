@@ -1,0 +1,136 @@
+"""The real service in its own process: a client no one here wrote (the OpenTelemetry SDK's
+OTLP/HTTP exporter), and a `kill -9` in the middle of a stream of uploads."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+
+from .conftest import otlp_windows
+
+
+def with_upload_id(rm_bytes: bytes, upload_id: str) -> bytes:
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as svc
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    rm = metrics_pb2.ResourceMetrics()
+    rm.ParseFromString(rm_bytes)
+    for kv in rm.resource.attributes:
+        if kv.key == "edgeyard.upload_id":
+            kv.value.string_value = upload_id
+    return svc.ExportMetricsServiceRequest(resource_metrics=[rm]).SerializeToString()
+
+
+def engine_for(data_dir, database):
+    from edgeyard.server import db
+
+    return db.make_engine(database or db.default_url(data_dir))
+
+
+def test_opentelemetry_sdk_exporter_lands_in_the_aggregates(serve, tmp_path):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+    from opentelemetry.sdk.resources import Resource
+
+    from edgeyard.server import store
+    from edgeyard.telemetry import ExpHistogram
+
+    server = serve()
+    delta = AggregationTemporality.DELTA
+    exporter = OTLPMetricExporter(endpoint=server.url + "/v1/metrics",
+                                  headers={"Authorization": f"Bearer {server.key('ingest')}"},
+                                  preferred_temporality={Histogram: delta, Counter: delta})
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "sdk-app", "service.version": "2.0",
+                                  "edgeyard.profile": "pixel-8"}),
+        metric_readers=[reader],
+        views=[View(instrument_type=Histogram, aggregation=ExponentialBucketHistogramAggregation())])
+    meter = provider.get_meter("test")
+    hist = meter.create_histogram("edgeyard.input.pixels.mean")
+    calls = meter.create_counter("edgeyard.calls")
+    values = np.random.default_rng(0).lognormal(0, 1.5, 3000)
+    for v in values:
+        hist.record(float(v))
+        calls.add(1, {"engine": "app"})
+    assert provider.force_flush(30_000)
+    for v in values[:500]:  # a second export: delta points merge into the same aggregate
+        hist.record(float(v))
+    provider.shutdown()
+
+    engine = engine_for(server.data_dir, None)
+    sk = store.signals(engine, "sdk-app", "2.0", 0, 2**40)
+    h = sk["input.pixels.mean"]
+    assert h.count == 3500
+    expected = ExpHistogram().update(values).merge(ExpHistogram().update(values[:500]))
+    assert h.scale == expected.scale
+    np.testing.assert_array_equal(h.positive.trimmed().counts, expected.positive.trimmed().counts)
+    assert h.positive.trimmed().offset == expected.positive.trimmed().offset
+    assert h.sum == pytest.approx(expected.sum, rel=1e-9)
+    rows = store.counter_rows(engine, "sdk-app", "2.0", 0, 2**40)
+    assert rows[("calls", '{"engine":"app"}')] == 3000
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_loses_no_acknowledged_upload(serve, tmp_path, telemetry_release, digits_data,
+                                             backend, request):
+    from edgeyard.server import store
+
+    database = None if backend == "sqlite" else request.getfixturevalue("postgres") \
+        .create_database()
+    server = serve(database)
+    (window,) = otlp_windows(telemetry_release.path, digits_data.x_eval, tmp_path, n_windows=1,
+                             calls=20)
+    acked: list[str] = []
+    stop = threading.Event()
+    key = server.key("ingest")
+
+    def stream() -> None:
+        while not stop.is_set():
+            uid = uuid.uuid4().hex
+            req = urllib.request.Request(
+                server.url + "/v1/metrics", data=with_upload_id(window, uid), method="POST",
+                headers={"Content-Type": "application/x-protobuf",
+                         "Authorization": f"Bearer {key}"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    if resp.status == 200:
+                        acked.append(uid)
+            except (urllib.error.URLError, OSError):
+                return  # the server is gone
+
+    t = threading.Thread(target=stream)
+    t.start()
+    while len(acked) < 40 and t.is_alive():
+        threading.Event().wait(0.05)
+    server.kill9()  # mid-stream: requests were in flight
+    stop.set()
+    t.join(timeout=30)
+    assert len(acked) >= 40
+
+    restarted = serve(database, data_dir=server.data_dir)  # recovers the database
+    engine = engine_for(restarted.data_dir, database)
+    from sqlalchemy import select
+
+    from edgeyard.server import db
+
+    with engine.connect() as conn:
+        stored = set(conn.scalars(select(db.uploads.c.upload_id)))
+    assert set(acked) <= stored
+    assert len(stored) - len(acked) <= 1  # at most the one in flight: committed, never answered
+    calls = sum(v for (name, _), v in store.counter_rows(engine, "digits", "1.0", 0, 2**40).items()
+                if name == "calls")
+    assert calls == 20 * len(stored)
+    engine.dispose()
