@@ -10,8 +10,9 @@ Method
   full `edgeyard.gate()` with the default policy (one fresh process per round running both
   artifacts with their calls interleaved, load order alternating; paired 98% bootstrap CI +
   Wilcoxon signed-rank with a 1% false-fail budget split over p50, p90 and the 7 possible looks;
-  5% p50 floor, 10% p90 floor; 6 rounds then +4 up to 30), except that the size tolerance is opened for A/B (the slow model is also bigger,
-  which alone would fail it): the figures below are about latency.
+  5% p50 floor, 10% p90 floor; 6 rounds then +4 up to 30), except that the size tolerance is
+  opened for A/B (the slow model is also bigger, which alone would fail it): the figures below
+  are about latency.
 - Reported: the false-fail rate of A/A (any failing finding) with a 95% Clopper-Pearson upper
   bound, the A/A inconclusive rate, the A/B detection rate (latency p50 or p90 FAIL), and the
   measurement time per decision.

@@ -96,7 +96,7 @@ def test_shifted_digits_are_flagged_on_the_right_signals(client, registered, tel
 
 def test_false_alarm_rate_over_many_clean_windows(telemetry_release, digits_data):
     """Reference and window are disjoint random draws from one pool of held-out digits
-    (exchangeable: the no-drift hypothesis holds exactly); 200 windows at alpha = 0.01."""
+    (exchangeable: the no-drift hypothesis holds exactly); 200 windows, the default policy."""
     from edgeyard.data import run_batched
     from edgeyard.drift import DriftPolicy, check
     from edgeyard.engines import load_engine
@@ -117,7 +117,7 @@ def test_false_alarm_rate_over_many_clean_windows(telemetry_release, digits_data
         ref = reference_window(spec, [pool[ref_idx]], [outs[ref_idx]])
         win = reference_window(spec, [pool[win_idx]], [outs[win_idx]])
         assert isinstance(win, Window)
-        report = check(ref, win, DriftPolicy(alpha=0.01, reps=500))
+        report = check(ref, win, DriftPolicy())
         alarms += report.verdict == "drift"
     assert alarms / windows <= 0.01, f"{alarms} false alarms in {windows} clean windows"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -109,6 +110,18 @@ def test_merge_is_associative_and_commutative(a, b, c, max_size):
     assert comparable(left) == comparable(right)
     assert comparable(ha.merge(hb)) == comparable(hb.merge(ha))
     assert math.isclose(left.sum, right.sum, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(arrays, min_size=1, max_size=6), st.sampled_from([4, 20, 160]))
+def test_merge_all_equals_pairwise_merges(parts, max_size):
+    hs = [ExpHistogram(max_size).update(x) for x in parts]
+    pairwise = functools.reduce(lambda x, y: x.merge(y), hs)
+    together = ExpHistogram.merge_all(hs)
+    assert comparable(together) == comparable(pairwise)
+    assert math.isclose(together.sum, pairwise.sum, rel_tol=1e-9, abs_tol=1e-6)
+    assert all(comparable(h) == comparable(ExpHistogram(max_size).update(x))
+               for h, x in zip(hs, parts, strict=True))  # the inputs are left alone
 
 
 @settings(max_examples=150, deadline=None)

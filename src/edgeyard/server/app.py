@@ -19,7 +19,8 @@ OTLP answers as the specification says: 200 with `partial_success` (rejected dat
 message) when some points were refused, 400 for a body that cannot be read, 413 over the size
 limit, 415 for another content type, 503 with `Retry-After` when the server is saturated or the
 database cannot take the write now, 429 with `Retry-After` when a key sends faster than its rate
-limit. A 200 is sent only after the uploads are committed to the database.
+limit. A 200 is sent only after the uploads are committed to the database (group commit: concurrent
+requests share one transaction, see `writer.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlalchemy import Engine
 from . import decode, store
 from .metrics import ServiceMetrics
 from .watch import Watch, parse_duration
+from .writer import GroupWriter
 
 MAX_SECONDS = 400 * 86400.0
 
@@ -100,6 +102,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     db.migrate(engine)
     metrics = ServiceMetrics()
     watch = Watch(engine, webhook=settings.webhook, metrics=metrics)
+    writer = GroupWriter(engine, settings.bucket_s)
     limiter = _RateLimiter(settings.rate_per_key) if settings.rate_per_key else None
     inflight = asyncio.Semaphore(settings.max_inflight)
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             yield
         finally:
             watch.stop_background()
+            writer.close()
 
     app = FastAPI(title="edgeyard telemetry", version="1", lifespan=lifespan,
                   description="Telemetry ingestion (OTLP/HTTP) and drift checks for edgeyard "
@@ -171,8 +175,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 raise HTTPException(503, "saturated, retry later", headers={"Retry-After": "1"})
             async with inflight:
                 body = await _read_capped(request, settings.max_body)
-                resp = await run_in_threadpool(_ingest, engine, settings, metrics, body,
-                                               content_type, content_encoding, app_name)
+                decoded = await run_in_threadpool(_decode, settings, metrics, body,
+                                                  content_type, content_encoding, app_name)
+                res = store.IngestResult()
+                if decoded.uploads:
+                    try:  # acknowledged only once the group commit holding it is done
+                        res = await asyncio.wrap_future(writer.submit(decoded.uploads))
+                    except store.Busy:
+                        metrics.rejected("busy")
+                        raise HTTPException(503, "the database is busy, retry later",
+                                            headers={"Retry-After": "1"}) from None
+            metrics.ingested(res.new, res.duplicates, res.points, decoded.rejected)
+            resp = _answer(decoded, content_type)
             status = resp.status_code
             return resp
         except HTTPException as exc:
@@ -271,9 +285,8 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _ingest(engine: Engine, settings: Settings, metrics: ServiceMetrics, body: bytes,
-            content_type: str | None, content_encoding: str | None, app_name: str | None
-            ) -> Response:
+def _decode(settings: Settings, metrics: ServiceMetrics, body: bytes, content_type: str | None,
+            content_encoding: str | None, app_name: str | None) -> decode.Decoded:
     try:
         decoded = decode.read(body, content_type, content_encoding, settings.max_body)
     except decode.TooLarge as exc:
@@ -288,13 +301,12 @@ def _ingest(engine: Engine, settings: Settings, metrics: ServiceMetrics, body: b
         if others:
             metrics.rejected("forbidden")
             raise HTTPException(403, f"this ingest key is for {app_name!r}, not {others}")
-    try:
-        res = store.ingest(engine, decoded.uploads, settings.bucket_s)
-    except store.Busy:
-        metrics.rejected("busy")
-        raise HTTPException(503, "the database is busy, retry later",
-                            headers={"Retry-After": "1"}) from None
-    metrics.ingested(res.new, res.duplicates, res.points, decoded.rejected)
+    return decoded
+
+
+def _answer(decoded: decode.Decoded, content_type: str | None) -> Response:
+    """The OTLP response, in the request's encoding (partial_success when points were
+    rejected)."""
     out: dict[str, Any] = {}
     if decoded.rejected:
         out["partialSuccess"] = {"rejectedDataPoints": str(decoded.rejected),

@@ -10,6 +10,7 @@ upload-id check inside the transaction keeps the retry exact.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
 import time
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..telemetry.sketch import ExpHistogram
@@ -39,6 +40,7 @@ class IngestResult:
     new: int = 0
     duplicates: int = 0
     points: int = 0
+    new_ids: set[str] = field(default_factory=set)
 
 
 def bucket_of(upload: Upload, now: float, bucket_s: int) -> int:
@@ -85,6 +87,7 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int) -> IngestRes
             res.duplicates += 1
             continue
         seen.add(u.upload_id)
+        res.new_ids.add(u.upload_id)
         b = bucket_of(u, now, bucket_s)
         for signal, h in u.sketches.items():
             sketches[(u.model, u.release, u.profile, signal, b)].append(h)
@@ -105,24 +108,36 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int) -> IngestRes
 
 def _merge_sketches(conn: Connection, sketches: dict[tuple[str, str, str, str, int],
                                                       list[ExpHistogram]]) -> None:
+    """Merge into the aggregates: one locking select per (model, release), then one insert and
+    one update statement for all rows (executemany)."""
     t = db.aggregates
-    for (model, release, profile, signal, b), hs in sorted(sketches.items(), key=lambda kv: kv[0]):
-        # a fixed order: two writers never wait on each other's rows in opposite orders
-        merged = hs[0]
-        for h in hs[1:]:
-            merged = merged.merge(h)
-        key = and_(t.c.model == model, t.c.release == release, t.c.profile == profile,
-                   t.c.signal == signal, t.c.bucket == b)
-        row = conn.execute(select(t.c.id, t.c.sketch, t.c.uploads).where(key).with_for_update()
-                           ).first()
+    keys = sorted(sketches)  # a fixed order: writers never lock rows in opposite orders
+    existing: dict[tuple[str, str, str, str, int], Any] = {}
+    for (model, release), group in itertools.groupby(keys, key=lambda k: (k[0], k[1])):
+        g = list(group)
+        q = select(t.c.id, t.c.profile, t.c.signal, t.c.bucket, t.c.sketch, t.c.uploads).where(
+            t.c.model == model, t.c.release == release,
+            t.c.profile.in_({k[2] for k in g}), t.c.signal.in_({k[3] for k in g}),
+            t.c.bucket.in_({k[4] for k in g})).order_by(t.c.id).with_for_update()
+        for r in conn.execute(q):
+            existing[(model, release, r.profile, r.signal, r.bucket)] = r
+    inserts, updates = [], []
+    for k in keys:
+        hs = sketches[k]
+        row = existing.get(k)
         if row is None:
-            conn.execute(insert(t).values(model=model, release=release, profile=profile,
-                                          signal=signal, bucket=b, sketch=merged.serialize(),
-                                          uploads=len(hs)))
+            inserts.append({"model": k[0], "release": k[1], "profile": k[2], "signal": k[3],
+                            "bucket": k[4], "sketch": ExpHistogram.merge_all(hs).serialize(),
+                            "uploads": len(hs)})
         else:
-            merged = ExpHistogram.deserialize(row.sketch).merge(merged)
-            conn.execute(update(t).where(t.c.id == row.id).values(
-                sketch=merged.serialize(), uploads=row.uploads + len(hs)))
+            merged = ExpHistogram.merge_all([ExpHistogram.deserialize(row.sketch), *hs])
+            updates.append({"b_id": row.id, "b_sketch": merged.serialize(),
+                            "b_uploads": row.uploads + len(hs)})
+    if inserts:
+        conn.execute(insert(t), inserts)
+    if updates:
+        conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(
+            sketch=bindparam("b_sketch"), uploads=bindparam("b_uploads")), updates)
 
 
 def _add_counters(conn: Connection, counts: dict[tuple[str, str, str, int, str, str], int]
@@ -219,13 +234,12 @@ def signals(engine: Engine, model: str, version: str, start: float, end: float,
         cond.append(t.c.profile == profile)
     if signal is not None:
         cond.append(t.c.signal == signal)
-    out: dict[Any, ExpHistogram] = {}
+    parts: dict[Any, list[ExpHistogram]] = defaultdict(list)
     with engine.connect() as conn:
         for r in conn.execute(select(t.c.signal, t.c.bucket, t.c.sketch).where(and_(*cond))):
             key = (r.bucket, r.signal) if by_bucket else r.signal
-            h = ExpHistogram.deserialize(r.sketch)
-            out[key] = out[key].merge(h) if key in out else h
-    return out
+            parts[key].append(ExpHistogram.deserialize(r.sketch))
+    return {k: ExpHistogram.merge_all(v) for k, v in parts.items()}
 
 
 def _floor(start: float) -> int:

@@ -9,6 +9,7 @@ posted to the webhook, once (retried on the next check until the webhook answers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -23,6 +24,7 @@ from sqlalchemy import Engine
 from ..drift import DriftPolicy
 from ..drift import check as drift_check
 from ..drift.stats import aligned
+from ..telemetry.sketch import ExpHistogram
 from ..telemetry.window import LATENCY, Window
 from . import store
 from .metrics import ServiceMetrics
@@ -66,6 +68,9 @@ class Watch:
         self.webhook = webhook
         self.metrics = metrics
         self.policy = policy or DriftPolicy()
+        # the timeline is an overview of many steps: the cheaper Gaussian null (slightly
+        # anti-conservative for a small reference); verdicts come from `check`
+        self.overview = dataclasses.replace(self.policy, null="gaussian")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -101,8 +106,9 @@ class Watch:
 
     def timeline(self, rec: store.ReleaseRecord, span_s: float, step_s: float,
                  end: float | None = None) -> dict[str, Any]:
-        """Per step over [end - span, end): each signal's KS statistic and calibrated threshold,
-        the verdict, calls, fallbacks and latency quantiles (one query for the whole span)."""
+        """Per step over [end - span, end): each signal's KS statistic and calibrated threshold
+        (Gaussian null: an overview), the verdict, calls, fallbacks and latency quantiles (one
+        query for the whole span)."""
         end = time.time() if end is None else end
         start = end - span_s
         n_steps = max(1, min(500, int(np.ceil(span_s / step_s))))
@@ -114,13 +120,16 @@ class Watch:
         for i in range(n_steps):
             s0, s1 = start + i * step_s, min(end, start + (i + 1) * step_s)
             w = Window(rec.spec, int(s0 * 1e9))
+            parts: dict[str, list[ExpHistogram]] = {}
             for (b, name), h in by_bucket.items():
                 if s0 <= b < s1 or (i == 0 and b < s0):
-                    w.sketches[name] = w.sketches[name].merge(h) if name in w.sketches else h
+                    parts.setdefault(name, []).append(h)
+            for name, hs in parts.items():
+                w.sketches[name] = ExpHistogram.merge_all(hs)
             for (b, name, attrs), v in counts.items():
                 if s0 <= b < s1 or (i == 0 and b < s0):
                     store.add_counter(w, rec.spec, name, attrs, v)
-            report = drift_check(rec.reference, w, self.policy, reference_accuracy=rec.accuracy)
+            report = drift_check(rec.reference, w, self.overview, reference_accuracy=rec.accuracy)
             d = report.to_dict()
             steps.append({
                 "start": s0, "end": s1, "verdict": d["verdict"],

@@ -22,6 +22,7 @@ import math
 import struct
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,6 +262,50 @@ class ExpHistogram:
         out.min, out.max = min(self.min, other.min), max(self.max, other.max)
         out.missing = self.missing + other.missing
         out.non_finite = self.non_finite + other.non_finite
+        return out
+
+    @classmethod
+    def merge_all(cls, sketches: Sequence[ExpHistogram]) -> ExpHistogram:
+        """The merge of many sketches in one vectorized pass: equal to merging them pairwise in
+        any order (down-shifts compose: (i >> a) >> b == i >> (a + b), and the smallest shift
+        that fits the union fits every partial union), at a fraction of the cost."""
+        if not sketches:
+            return cls()
+        if len(sketches) == 1:
+            return sketches[0].merge(cls(sketches[0].max_size, sketches[0].max_scale))
+        out = cls(min(h.max_size for h in sketches), max(h.max_scale for h in sketches))
+        scale = min(h.scale for h in sketches)
+        sides = []
+        change = 0
+        for side in ("positive", "negative"):
+            idx, cnt = [], []
+            for h in sketches:
+                b: Buckets = getattr(h, side).trimmed()
+                if len(b):
+                    d = h.scale - scale
+                    i = (b.offset + np.arange(len(b), dtype=np.int64)) >> d
+                    idx.append(i)
+                    cnt.append(b.counts)
+            if idx:
+                lo = min(int(i[0]) for i in idx)
+                hi = max(int(i[-1]) for i in idx)
+                change = max(change, _scale_change(lo, hi, out.max_size))
+            sides.append((idx, cnt))
+        out.scale = scale - change
+        for side, (idx, cnt) in zip(("positive", "negative"), sides, strict=True):
+            if not idx:
+                continue
+            i = np.concatenate(idx) >> change
+            start = int(i.min())
+            counts = np.bincount(i - start, weights=np.concatenate(cnt).astype(np.float64))
+            setattr(out, side, Buckets(start, counts.astype(np.int64)).trimmed())
+        out.zero_count = sum(h.zero_count for h in sketches)
+        out.count = sum(h.count for h in sketches)
+        out.sum = float(sum(h.sum for h in sketches))
+        out.min = min(h.min for h in sketches)
+        out.max = max(h.max for h in sketches)
+        out.missing = sum(h.missing for h in sketches)
+        out.non_finite = sum(h.non_finite for h in sketches)
         return out
 
     # --- reading ------------------------------------------------------------------------------
