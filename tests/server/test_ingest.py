@@ -42,6 +42,7 @@ def test_windows_merge_into_aggregates_and_duplicates_count_once(client, engine,
     calls, sk = stored_counts(engine)
     assert calls == 120
     assert sk["latency_ms"].count == 120 and sk["input.input.mean"].count == 120
+    assert sk["latency_ms.by_engine{engine=onnx-fp32}"].count == 120  # latency per engine
     # the same windows again (a retry after a lost answer), and one of them alone: no change
     assert post(client, body, keys["ingest"], encoding="gzip").status_code == 200
     assert post(client, request_body(windows[:1]), keys["ingest"]).status_code == 200

@@ -249,10 +249,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/", dependencies=[Admin], response_class=HTMLResponse, summary="HTML report")
     def report(model: str | None = None, release: str | None = None, window: Duration = "1h",
-               end: End = None) -> HTMLResponse:
+               end: End = None, span: Duration = "24h", step: Duration = "1h") -> HTMLResponse:
         from .report import render
 
-        return HTMLResponse(render(watch, model, release, _duration(window), end))
+        span_s, step_s = _duration(span), _duration(step)
+        if span_s / step_s > 500:
+            raise HTTPException(422, f"{span} in steps of {step} is over 500 steps")
+        return HTMLResponse(render(watch, model, release, _duration(window), end, span_s, step_s))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -66,6 +66,8 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="largest accepted request body")] = 8.0,
     rate_per_key: Annotated[float | None, typer.Option(
         help="uploads per second per ingest key before 429 (default: no limit)")] = None,
+    bucket_s: Annotated[int, typer.Option(help="aggregate windows into buckets of this many "
+                                               "seconds (the time resolution of queries)")] = 300,
 ) -> None:
     """Run the telemetry ingestion and drift service (OTLP/HTTP on /v1/metrics)."""
     require("fastapi", extra="server")
@@ -78,7 +80,7 @@ def serve(
     engine = _engine(database, data_dir)
     keys = ensure_keys(engine, data_dir)
     settings = Settings(database=database or str(engine.url), max_body=int(max_body_mb * 2**20),
-                        rate_per_key=rate_per_key, webhook=webhook,
+                        rate_per_key=rate_per_key, webhook=webhook, bucket_s=bucket_s,
                         check_every_s=check_every or None, check_window=check_window)
     app = create_app(settings, engine)
     shown = engine.url.render_as_string(hide_password=True)
@@ -137,6 +139,8 @@ def drift(
     release: Annotated[str, typer.Option(help="release version")],
     window: Annotated[str, typer.Option(help="time window: 15m, 1h, 7d")] = "1h",
     profile: Annotated[str | None, typer.Option(help="one segment (profile) only")] = None,
+    end: Annotated[float | None, typer.Option(help="end of the window, unix seconds "
+                                                   "(default: now)")] = None,
     server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
     key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
     data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
@@ -150,7 +154,7 @@ def drift(
 
     try:
         res = Client(server, admin_key(key, data_dir)).drift(model, release, window, profile,
-                                                             alert=alert)
+                                                             end=end, alert=alert)
     except ServerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

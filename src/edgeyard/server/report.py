@@ -135,7 +135,10 @@ def _drift_table(report: dict[str, Any]) -> str:
 
 
 def _runtime(rt: dict[str, Any]) -> str:
-    eng = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rt["engines"].items())
+    by = rt.get("latency_ms_by_engine", {})
+    eng = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td><td>{_num((by.get(k) or {}).get('p50'))}"
+                  f"</td><td>{_num((by.get(k) or {}).get('p90'))}</td></tr>"
+                  for k, v in rt["engines"].items())
     fb = "".join(f"<tr><td>{_e(f['engine'])}</td><td>{_e(f['kind'])}</td>"
                  f"<td>{_e(f['reason'][:120])}</td><td>{f['count']}</td></tr>"
                  for f in rt["fallbacks"][:20]) or '<tr><td colspan="4">none</td></tr>'
@@ -143,13 +146,14 @@ def _runtime(rt: dict[str, Any]) -> str:
     return (f'<p>calls {rt["calls"]}, sampled for signals {rt["sampled"]}, dropped on devices '
             f'{rt["dropped"]}; latency p50 {_num(lat["p50"])} ms, p90 {_num(lat["p90"])} ms, '
             f'p99 {_num(lat["p99"])} ms</p>'
-            f'<table id="engines"><tr><th>served by</th><th>calls</th></tr>{eng}</table>'
+            f'<table id="engines"><tr><th>served by</th><th>calls</th><th>p50 ms</th>'
+            f'<th>p90 ms</th></tr>{eng}</table>'
             f'<table id="fallbacks"><tr><th>engine</th><th>kind</th><th>reason</th>'
             f'<th>count</th></tr>{fb}</table>')
 
 
 def render(watch: Watch, model: str | None, release: str | None, window_s: float,
-           end: float | None = None) -> str:
+           end: float | None = None, span_s: float = 86400.0, step_s: float = 3600.0) -> str:
     from . import store
 
     rels = store.releases(watch.engine)
@@ -167,8 +171,8 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
     res = watch.check(rec, window_s, end=end)
     ov = res["overall"]
     verdict = res["verdict"]
-    parts = [head, f'<h2>{_e(rec.model)} {_e(rec.release)}: last {_num(window_s / 3600)} h '
-                   f'(until {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))})</h2>',
+    parts = [head, f'<h2>{_e(rec.model)} {_e(rec.release)}: the {_num(window_s)} s until '
+                   f'{time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))}</h2>',
              f'<p class="verdict {"drift" if verdict == "drift" else "ok"}" id="verdict">'
              f'verdict: {_e(verdict)}</p><p>{res["devices"]} devices.</p>']
     if ov:
@@ -199,19 +203,21 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
         parts.append(f'<div class="plot">{histogram_svg(sig)}<br>{_e(name)}</div>')
     parts.append(f'</div><p class="note"><span style="color:{REF}">■ reference</span> '
                  f'<span style="color:{CUR}">■ production</span></p>')
-    tl = watch.timeline(rec, 24 * 3600.0, 3600.0, end=end)
-    xs = [(s["end"] - end) / 3600 for s in tl["steps"]]
+    tl = watch.timeline(rec, span_s, step_s, end=end)
+    unit, per = ("h", 3600.0) if span_s >= 7200 else ("s", 1.0)
+    xs = [(s["end"] - end) / per for s in tl["steps"]]
+    when = f"the last {_num(span_s / per)} {unit}, per {_num(step_s / per)} {unit}"
     names = sorted({n for s in tl["steps"] for n in s["signals"]})
     ratio = {n: [_ratio(s["signals"].get(n)) for s in tl["steps"]] for n in names}
-    parts.append('<h2>Drift over the last 24 h (KS / threshold per hour; above 1 = drift)</h2>'
+    parts.append(f'<h2>Drift over {when} (KS / threshold; above 1 = drift)</h2>'
                  + lines_svg(ratio, xs, "KS / threshold", hline=1.0))
     lat = {"p50": [s["runtime"]["latency_ms"]["p50"] for s in tl["steps"]],
            "p90": [s["runtime"]["latency_ms"]["p90"] for s in tl["steps"]]}
     fbs = {"fallbacks": [float(sum(f["count"] for f in s["runtime"]["fallbacks"]))
                          for s in tl["steps"]],
            "calls / 100": [s["runtime"]["calls"] / 100 for s in tl["steps"]]}
-    parts.append('<h2>Latency (ms, per hour)</h2>' + lines_svg(lat, xs, "latency ms"))
-    parts.append('<h2>Fallbacks (per hour)</h2>' + lines_svg(fbs, xs, "fallbacks"))
+    parts.append(f'<h2>Latency (ms) over {when}</h2>' + lines_svg(lat, xs, "latency ms"))
+    parts.append(f'<h2>Fallbacks over {when}</h2>' + lines_svg(fbs, xs, "fallbacks"))
     if ov:
         parts.append("<h2>Runtime over the window</h2>" + _runtime(ov["runtime"]))
     if res["segments"]:

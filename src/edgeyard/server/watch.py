@@ -25,7 +25,7 @@ from ..drift import DriftPolicy
 from ..drift import check as drift_check
 from ..drift.stats import aligned
 from ..telemetry.sketch import ExpHistogram
-from ..telemetry.window import LATENCY, Window
+from ..telemetry.window import ENGINE_LATENCY, LATENCY, Window
 from . import store
 from .metrics import ServiceMetrics
 
@@ -48,7 +48,15 @@ def runtime_summary(w: Window) -> dict[str, Any]:
     def q(p: float) -> float | None:
         return None if lat is None or lat.count == 0 else round(lat.quantile(p), 4)
 
+    prefix = ENGINE_LATENCY + "{engine="
+    by_engine = {}
+    for name, h in sorted(w.sketches.items()):
+        if name.startswith(prefix) and h.count:
+            by_engine[name[len(prefix):-1]] = {
+                "p50": round(h.quantile(0.5), 4), "p90": round(h.quantile(0.9), 4),
+                "count": int(h.count)}
     return {
+        "latency_ms_by_engine": by_engine,
         "calls": int(w.calls),
         "sampled": int(w.sampled),
         "dropped": int(w.dropped),

@@ -42,6 +42,7 @@ import numpy as np
 from . import otlp
 from .calllog import CallLog
 from .projections import Projector
+from .sketch import ExpHistogram
 from .spool import Spool
 from .window import LATENCY, Window
 
@@ -164,6 +165,8 @@ class Collector:
         # background CPU seconds per call (counters, latency; smoothed); this drain's CPU spent
         # on what is not per call (signals: per sample; closing windows: per window)
         self._bg_call: float | None = None
+        sk = spec.get("sketch", {})
+        self._sketch_size = (sk.get("max_size", 160), sk.get("max_scale", 20))
         self._every: float | None = None  # the sampling the measurements ask for (smoothed)
         self._signal_cpu = 0.0
         self._window = Window(spec)
@@ -302,8 +305,15 @@ class Collector:
                         [o[s0:s1] for o in batch["outputs"]] or None)
             self._signal_cpu += time.thread_time() - t0
             w.sampled += c1 - c0 - batch["samples"][c0:c1].count(0)
-        w.sketches[LATENCY].update(np.array(batch["latency_s"][c0:c1], np.float64) * 1e3)
-        w.engines.update(["none" if e is None else e for e in batch["engines"][c0:c1]])
+        lat_ms = np.array(batch["latency_s"][c0:c1], np.float64) * 1e3
+        w.sketches[LATENCY].update(lat_ms)
+        engines = ["none" if e is None else e for e in batch["engines"][c0:c1]]
+        w.engines.update(engines)
+        names = np.array(engines)
+        for e in set(engines):
+            if e not in w.engine_latency:
+                w.engine_latency[e] = ExpHistogram(*self._sketch_size)
+            w.engine_latency[e].update(lat_ms[names == e])
         for i, events in batch["fallbacks"]:
             if c0 <= i < c1:
                 w.fallbacks.update((f.engine, f.kind, f.reason) for f in events)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._deps import require
-from .window import Window
+from .window import ENGINE_LATENCY, Window
 
 SCOPE = "edgeyard.telemetry"
 PREFIX = "edgeyard."
@@ -47,9 +47,7 @@ def resource_metrics(window: Window, resource_attrs: dict[str, Any]) -> Any:
     delta = m.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
     start, end = window.start_ns, max(window.end_ns, window.start_ns)
     metrics = []
-    for name, h in window.sketches.items():
-        if h.count == 0 and h.missing == 0 and h.non_finite == 0:
-            continue
+    def point_of(h: Any, attrs: dict[str, Any] | None = None) -> Any:
         pos, neg = h.positive.trimmed(), h.negative.trimmed()
         point = m.ExponentialHistogramDataPoint(
             start_time_unix_nano=start, time_unix_nano=end, count=h.count, sum=h.sum,
@@ -58,12 +56,18 @@ def resource_metrics(window: Window, resource_attrs: dict[str, Any]) -> Any:
                 offset=pos.offset, bucket_counts=pos.counts.tolist()),
             negative=m.ExponentialHistogramDataPoint.Buckets(
                 offset=neg.offset, bucket_counts=neg.counts.tolist()),
+            attributes=_attrs(common, attrs or {}),
         )
         if h.count:
             point.min, point.max = h.min, h.max
+        return point
+
+    for name, h in window.sketches.items():
+        if h.count == 0 and h.missing == 0 and h.non_finite == 0:
+            continue
         metrics.append(m.Metric(name=PREFIX + name, unit="ms" if name == "latency_ms" else "1",
                                 exponential_histogram=m.ExponentialHistogram(
-                                    data_points=[point], aggregation_temporality=delta)))
+                                    data_points=[point_of(h)], aggregation_temporality=delta)))
         if h.missing or h.non_finite:
             pts = [m.NumberDataPoint(start_time_unix_nano=start, time_unix_nano=end, as_int=n,
                                      attributes=_attrs(common, {"signal": name, "kind": kind}))
@@ -78,6 +82,12 @@ def resource_metrics(window: Window, resource_attrs: dict[str, Any]) -> Any:
             metrics.append(m.Metric(name=PREFIX + name, sum=m.Sum(
                 data_points=pts, aggregation_temporality=delta, is_monotonic=True)))
 
+    by_engine = [point_of(h, {"engine": e}) for e, h in sorted(window.engine_latency.items())
+                 if h.count]
+    if by_engine:  # the latency of the calls each engine answered
+        metrics.append(m.Metric(name=PREFIX + ENGINE_LATENCY, unit="ms",
+                                exponential_histogram=m.ExponentialHistogram(
+                                    data_points=by_engine, aggregation_temporality=delta)))
     cls_name = (window.spec.get("classes") or {}).get("name", "output.class")
     counter(cls_name, [({"class": int(k)}, int(n)) for k, n in enumerate(window.classes)])
     counter("calls", [({"engine": e}, n) for e, n in sorted(window.engines.items())])

@@ -19,6 +19,7 @@ from .projections import Projector
 from .sketch import ExpHistogram
 
 LATENCY = "latency_ms"
+ENGINE_LATENCY = "latency_ms.by_engine"  # on the wire: one point per engine (attribute engine)
 
 
 class Window:
@@ -31,6 +32,7 @@ class Window:
         c = spec.get("classes")
         self.classes = np.zeros(c["count"] if c else 0, dtype=np.int64)
         self.engines: Counter[str] = Counter()
+        self.engine_latency: dict[str, ExpHistogram] = {}  # latency of the calls each answered
         self.fallbacks: Counter[tuple[str, str, str]] = Counter()
         self.dropped = 0
         self.calls = 0
@@ -56,6 +58,11 @@ class Window:
         out.sketches = {k: self.sketches[k].merge(other.sketches[k]) for k in self.sketches}
         out.classes = self.classes + other.classes
         out.engines = self.engines + other.engines
+        out.engine_latency = {
+            e: (self.engine_latency[e].merge(other.engine_latency[e])
+                if e in self.engine_latency and e in other.engine_latency
+                else (self.engine_latency.get(e) or other.engine_latency[e]))
+            for e in set(self.engine_latency) | set(other.engine_latency)}
         out.fallbacks = self.fallbacks + other.fallbacks
         out.dropped = self.dropped + other.dropped
         out.calls = self.calls + other.calls
