@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/digits/build_release.py --out $(OUT)/digits-1.0
+	$(BIN)/python examples/digits/journey.py --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/build_matrix.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(OUT) build .pytest_cache

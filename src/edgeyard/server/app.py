@@ -239,11 +239,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return store.findings_of(engine, model)
 
     @app.get("/login", include_in_schema=False)
-    def login(key: str) -> Response:
+    def login(key: str, next: str = "/") -> Response:
         found = store.lookup_key(engine, key)
         if found is None or found[0] != "admin":
             raise HTTPException(401, "unknown admin key")
-        resp = RedirectResponse("/", status_code=303)
+        if not next.startswith("/") or next.startswith("//"):  # this site's pages only
+            next = "/"
+        resp = RedirectResponse(next, status_code=303)
         resp.set_cookie("edgeyard_key", key, httponly=True, samesite="strict")
         return resp
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,12 +24,17 @@ class ServerError(EdgeyardError):
     pass
 
 
-def admin_key(key: str | None = None, data_dir: str | os.PathLike[str] = "edgeyard-data") -> str:
+def admin_key(key: str | None = None, data_dir: str | os.PathLike[str] = "edgeyard-data",
+              wait_s: float = 20.0) -> str:
+    """The key to use; waits up to `wait_s` for the file of a server that is still starting."""
     if key:
         return key
     if os.environ.get("EDGEYARD_ADMIN_KEY"):
         return os.environ["EDGEYARD_ADMIN_KEY"]
     f = Path(data_dir) / "admin.key"
+    deadline = time.monotonic() + wait_s
+    while not f.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     if f.exists():
         return f.read_text().strip()
     raise ServerError(f"no admin key: pass --key, set $EDGEYARD_ADMIN_KEY, or run next to the "
@@ -36,9 +42,10 @@ def admin_key(key: str | None = None, data_dir: str | os.PathLike[str] = "edgeya
 
 
 class Client:
-    def __init__(self, url: str = DEFAULT_URL, key: str | None = None, timeout_s: float = 60.0
-                 ) -> None:
+    def __init__(self, url: str = DEFAULT_URL, key: str | None = None, timeout_s: float = 60.0,
+                 connect_wait_s: float = 20.0) -> None:
         self.url = url.rstrip("/")
+        self.connect_wait_s = connect_wait_s
         self.key = key
         self.timeout_s = timeout_s
 
@@ -51,8 +58,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.key}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read() or b"null")
+            return self._open(req)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             try:
@@ -62,6 +68,20 @@ class Client:
             raise ServerError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise ServerError(f"cannot reach the server at {self.url}: {exc}") from None
+
+    def _open(self, req: urllib.request.Request) -> Any:
+        """One request; a refused connection is retried for `connect_wait_s` (a server that
+        is still starting, as right after `edgeyard serve &`)."""
+        deadline = time.monotonic() + self.connect_wait_s
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.URLError as exc:
+                refused = isinstance(exc.reason, ConnectionRefusedError)
+                if not refused or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def register(self, release_dir: str | os.PathLike[str]) -> dict[str, str]:
         """Upload a release's manifest and build-time reference sketches."""

@@ -91,10 +91,17 @@ def lines_svg(series: dict[str, list[float | None]], xs: list[float], title: str
                    f'stroke="#b00020" stroke-dasharray="4 3"/>')
     for k, (name, s) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
-        pts = [f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, s, strict=True) if v is not None]
-        if pts:
-            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
-                       f'points="{" ".join(pts)}"><title>{_e(name)}</title></polyline>')
+        runs: list[list[str]] = [[]]  # a step without data breaks the line
+        for x, v in zip(xs, s, strict=True):
+            if v is None:
+                runs.append([])
+                continue
+            runs[-1].append(f"{px(x):.1f},{py(v):.1f}")
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="2.5" fill="{color}"/>')
+        for pts in runs:
+            if len(pts) > 1:
+                out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+                           f'points="{" ".join(pts)}"><title>{_e(name)}</title></polyline>')
         out.append(f'<text x="{width - 10}" y="{14 + 12 * k}" font-size="10" fill="{color}" '
                    f'text-anchor="end">{_e(name)}</text>')
     out.append("</svg>")
