@@ -1,7 +1,9 @@
 """The `edgeyard` command: a thin layer over the Python API.
 
-Exit codes: 0 success; 1 something built/checked FAILED; 2 bad input (config, profile, model,
-data) that stopped the command before it could produce a result.
+Exit codes: 0 success; 1 something built/checked FAILED (a target, a gate figure, a drift
+check); 2 bad input (config, profile, model, data, a missing key) that stopped the command
+before it could produce a result; `gate` adds 2 = inconclusive and 3 = the gate could not run,
+`drift` adds 3 = too little data to check.
 """
 
 from __future__ import annotations

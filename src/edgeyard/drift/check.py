@@ -49,6 +49,7 @@ from .stats import (
 
 CONFIDENCE = "output.confidence"
 CLASSES = "output.class"
+ACCURACY_DROP = 0.02  # an expected-accuracy drop whose whole interval is beyond this: a finding
 CALIBRATION_NOTE = "confidence-based estimate: valid only if the model is calibrated on this data"
 TIE = 1e-12  # null statistics this close to the observed one count as ties (as >=: conservative)
 
@@ -231,7 +232,7 @@ def null_ks(ref_masses: NDArray[np.float64], m: int, n: int, reps: int, seed: in
     The bootstrap of the KS statistic under "the window is distributed like the reference":
     both draws come from the same bucket masses (`check` passes the pooled ones). n is rounded to 2
     significant digits (the null moves with sqrt(1/m + 1/n): under 3% for that rounding). Kept
-    in an LRU of 256 entries keyed by the masses themselves (a new reference never reuses
+    in an LRU of 1024 entries keyed by the masses themselves (a new reference never reuses
     stale draws), m, the rounded n, reps and seed, so a dashboard refresh redoes nothing.
     """
     r = np.asarray(ref_masses, dtype=np.float64)
@@ -466,5 +467,11 @@ def check(reference: Window, current: Window, policy: DriftPolicy = DEFAULT_POLI
     if conf[0] is not None and conf[0].count >= 2:
         acc = expected_accuracy(conf[0], conf[1], policy.alpha, reference_accuracy)
     verdict = "drift" if drifted else ("ok" if family else "insufficient_data")
-    return DriftReport(signals, classes, acc, drifted, _findings(signals, classes, policy.alpha),
-                       verdict, policy.alpha, reps, family)
+    findings = _findings(signals, classes, policy.alpha)
+    if acc is not None and current.sketches.get(CONFIDENCE, empty).count >= policy.min_points \
+            and acc.ci_high < -ACCURACY_DROP:
+        findings.append({"kind": "accuracy", "signal": CONFIDENCE, "message": (
+            f"expected accuracy fell by {-acc.difference:.3f} (interval {acc.ci_low:.3f} .. "
+            f"{acc.ci_high:.3f}) to {acc.current:.3f}; {CALIBRATION_NOTE}")})
+    return DriftReport(signals, classes, acc, drifted, findings, verdict, policy.alpha, reps,
+                       family)

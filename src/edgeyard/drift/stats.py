@@ -250,7 +250,7 @@ def chi2_classes(ref_counts: ArrayLike, cur_counts: ArrayLike) -> ClassTest:
     keep = (r > 0) | (c > 0)
     if keep.sum() < 2 or r.sum() == 0 or c.sum() == 0:
         return ClassTest(0.0, 1.0, 0, removed, added)
-    stats = require("scipy.stats", extra="gate", purpose="the drift check's class test")
+    stats = require("scipy.stats", extra="server", purpose="the drift check's class test")
     res = stats.chi2_contingency(np.stack([r[keep], c[keep]]), correction=False)
     return ClassTest(float(res.statistic), float(res.pvalue), int(res.dof), removed, added)
 
