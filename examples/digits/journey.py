@@ -101,7 +101,6 @@ def build(models: dict[str, Any], data: digits.Digits, out: Path) -> dict[str, A
 
     from edgeyard.signing import generate_keys, sign_release
 
-    (out / "keys").mkdir(parents=True, exist_ok=True)
     key, pub = generate_keys(out / "keys" / "release.pem")
     releases = {}
     for version, model in models.items():

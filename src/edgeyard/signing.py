@@ -75,6 +75,7 @@ def generate_keys(private_path: str | os.PathLike[str]) -> tuple[Path, Path]:
         raise SigningError(f"{priv_path} exists: refusing to overwrite a private key")
     key = ed.Ed25519PrivateKey.generate()
     pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    priv_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)

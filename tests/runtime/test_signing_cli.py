@@ -31,6 +31,12 @@ def test_generate_sign_verify(signed_release, release_copy, tmp_path):
     assert r.returncode == 1 and "(wrong key)" in r.stderr
 
 
+def test_generate_creates_the_key_directory(tmp_path):
+    r = cli("keys", "generate", "--out", tmp_path / "keys" / "release.pem")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "keys" / "release.pub.pem").exists()
+
+
 def test_sign_refuses_a_release_whose_files_changed(release_copy, tmp_path):
     cli("keys", "generate", "--out", tmp_path / "k.pem")
     art = next((release_copy / "artifacts").iterdir())
