@@ -14,7 +14,7 @@ from edgeyard.model import prepare
 
 from .cases import CASE_PRECISIONS, TOLERANCE, build_cases
 
-BACKENDS = ["onnx", "tflite", "executorch"]
+BACKENDS = ["onnx", "tflite", "executorch", "torchscript"]
 # (backend, case, precision) -> why it is not run
 SKIP: dict[tuple[str, str, str], str] = {}
 PARAMS = [

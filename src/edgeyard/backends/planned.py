@@ -36,16 +36,6 @@ class CoremlBackend(_Planned):
         return None
 
 
-class TorchscriptBackend(_Planned):
-    """PyTorch Mobile lite interpreter (.ptl)."""
-
-    name = "torchscript"
-    artifact_suffix = ".ptl"
-    source_formats = ("torch",)
-    precisions = ("fp32", "int8-weights")
-    convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {"torch": ("torch",)}
-
-
 class TvmBackend(_Planned):
     """Apache TVM (Relax), compiled and tuned for the profile's target."""
 

@@ -21,7 +21,7 @@ BUILTIN: dict[str, str] = {
     "tflite": "edgeyard.backends.tflite:TfliteBackend",
     "executorch": "edgeyard.backends.executorch:ExecutorchBackend",
     "coreml": "edgeyard.backends.planned:CoremlBackend",
-    "torchscript": "edgeyard.backends.planned:TorchscriptBackend",
+    "torchscript": "edgeyard.backends.torchscript:TorchscriptBackend",
     "tvm": "edgeyard.backends.planned:TvmBackend",
     "tensorrt": "edgeyard.backends.planned:TensorrtBackend",
 }

@@ -76,6 +76,7 @@ ENGINES: dict[str, str] = {
     "onnx": "edgeyard.engines.onnx:OnnxEngine",
     "tflite": "edgeyard.engines.tflite:TfliteEngine",
     "executorch": "edgeyard.engines.executorch:ExecutorchEngine",
+    "torchscript": "edgeyard.engines.torchscript:TorchscriptEngine",
 }
 
 
