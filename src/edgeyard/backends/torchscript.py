@@ -64,7 +64,7 @@ class TorchscriptBackend(Backend):
     def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-            io = next((json.loads(z.read(n)) for n in names if n.endswith("extra/" + IO_FILE)),
-                      {})
+            io: dict[str, Any] = next(
+                (json.loads(z.read(n)) for n in names if n.endswith("extra/" + IO_FILE)), {})
         return {**io, "archive_entries": len(names),
                 "bytecode": any(n.endswith("bytecode.pkl") for n in names)}
