@@ -139,20 +139,24 @@ def serve(tmp_path):
         p.stop()
 
 
-def otlp_windows(release_path, digits_x, tmp_path, n_windows=3, calls=50, device="dev-1"):
-    """Real collector windows (serialized ResourceMetrics) over `digits_x`, as bytes."""
+def otlp_windows(release_path, digits_x, tmp_path, n_windows=3, calls=50, device="dev-1",
+                 segment=None):
+    """Real collector windows (serialized ResourceMetrics) over `digits_x`, as bytes: windows of
+    `calls` calls, `n_windows` of them (None: over all of `digits_x`), filed under profile
+    `segment` when given."""
     from edgeyard.runtime import Runtime
     from edgeyard.telemetry import Collector
 
     col = Collector.from_release(release_path, None, tmp_path / f"spool-{device}",
                                  device_id=device, window_calls=calls, window_s=3600,
                                  max_overhead=None, start=False)
+    if segment is not None:
+        col.resource["edgeyard.profile"] = segment
     rt = Runtime.from_release(release_path, "host", allow_unsigned=True, collector=col)
-    for i in range(n_windows * calls):
+    for i in range(len(digits_x) if n_windows is None else n_windows * calls):
         rt.predict(digits_x[i % len(digits_x)][None])
     col.flush()
-    files = col.spool.pending()
-    out = [f.read_bytes() for f in files]
+    out = [f.read_bytes() for f in col.spool.pending()]
     col.close(flush=False)
     return out
 

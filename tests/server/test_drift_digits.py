@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from .conftest import make_client, request_body
+from .conftest import make_client, otlp_windows, request_body
 
 PROTO = "application/x-protobuf"
 
@@ -28,24 +28,6 @@ def shifted(digits_data):
         "noisy": np.clip(x + rng.normal(0, 0.25, x.shape), 0, 1).astype(np.float32),
         "no-zeros": x[y != 0],  # class 0 removed from the traffic
     }
-
-
-def windows_as(release_path, xs, tmp_path, segment):
-    """Real collector windows over `xs`, filed under profile `segment`."""
-    from edgeyard.runtime import Runtime
-    from edgeyard.telemetry import Collector
-
-    col = Collector.from_release(release_path, None, tmp_path / f"spool-{segment}",
-                                 device_id=segment, window_calls=100, window_s=3600,
-                                 max_overhead=None, start=False)
-    col.resource["edgeyard.profile"] = segment
-    rt = Runtime.from_release(release_path, "host", allow_unsigned=True, collector=col)
-    for i in range(len(xs)):
-        rt.predict(xs[i : i + 1])
-    col.flush()
-    parts = [f.read_bytes() for f in col.spool.pending()]
-    col.close(flush=False)
-    return parts
 
 
 @pytest.fixture
@@ -64,7 +46,8 @@ def test_shifted_digits_are_flagged_on_the_right_signals(client, registered, tel
                                                          digits_data, tmp_path):
     auth, ingest = registered
     for segment, xs in shifted(digits_data).items():
-        body = request_body(windows_as(telemetry_release.path, xs, tmp_path, segment))
+        body = request_body(otlp_windows(telemetry_release.path, xs, tmp_path, n_windows=None,
+                                         calls=100, device=segment, segment=segment))
         r = client.post("/v1/metrics", content=body,
                         headers={"Content-Type": PROTO, "Authorization": f"Bearer {ingest}"})
         assert r.status_code == 200, r.text
@@ -149,7 +132,8 @@ def test_webhook_is_called_once_per_new_finding(engine, telemetry_release, digit
     try:
         with make_client(engine, webhook=f"http://127.0.0.1:{hook.server_port}/hook") as client:
             xs = shifted(digits_data)["inverted"]
-            body = request_body(windows_as(root, xs, tmp_path, "inverted"))
+            body = request_body(otlp_windows(root, xs, tmp_path, n_windows=None, calls=100,
+                                             device="inverted", segment="inverted"))
             assert client.post("/v1/metrics", content=body, headers={
                 "Content-Type": PROTO, "Authorization": f"Bearer {ingest}"}).status_code == 200
             params = {"model": "digits", "release": "1.0", "alert": "true"}

@@ -150,3 +150,15 @@ def test_release_registration(client, keys, telemetry_release):
     missing = client.get("/api/drift", params={"model": "digits", "release": "9.9"},
                          headers=auth)
     assert missing.status_code == 404 and "registered: digits 1.0" in missing.json()["detail"]
+
+
+def test_migrations_create_exactly_the_tables_the_code_uses(engine):
+    """The Alembic revision and `db.metadata` are written separately (as Alembic wants): they
+    must never drift apart."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from edgeyard.server import db
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []

@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import __version__
 from .._hashing import sha256_file
+from .._signals import stop_on_signals
 from ..bench.process import MeasureError, measure_in_process
 from ..bench.protocol import MeasureSpec
 
@@ -228,19 +229,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
                 return
         self._reply(HTTPStatus.OK, {"measurements": [m.to_dict() for m in ms]})
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def stop_on_signals() -> None:
-    """SIGINT and SIGTERM stop the service cleanly, even when the parent started it with SIGINT
-    ignored (a background job of a non-interactive shell inherits that)."""
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
 
 
 def serve(host: str, port: int, token: str, workdir: Path | None = None,

@@ -95,15 +95,39 @@ class _RateLimiter:
             return (1 - tokens) / self.rate
 
 
+class _KeyCache:
+    """Known keys for `ttl_s` seconds, so that an upload does not query the key table every
+    time (a key removed from the database stops working within `ttl_s`). Unknown keys are
+    never cached: each is looked up, and only valid keys take memory."""
+
+    def __init__(self, engine: Engine, ttl_s: float = 30.0) -> None:
+        self.engine, self.ttl_s = engine, ttl_s
+        self._known: dict[str, tuple[float, tuple[str, str | None]]] = {}
+
+    def get(self, key: str) -> tuple[str, str | None] | None:
+        hit = self._known.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def lookup(self, key: str) -> tuple[str, str | None] | None:
+        found = store.lookup_key(self.engine, key)
+        if found is not None:
+            self._known[key] = (time.monotonic() + self.ttl_s, found)
+        return found
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The service. Without `engine`, one is made from `settings.database` and migrated; an
+    engine passed in must already be migrated (`db.migrate`), as `edgeyard serve` does."""
     from . import db
 
-    engine = engine or db.make_engine(settings.database)
-    db.migrate(engine)
+    if engine is None:
+        engine = db.make_engine(settings.database)
+        db.migrate(engine)
     metrics = ServiceMetrics()
     watch = Watch(engine, webhook=settings.webhook, metrics=metrics)
     writer = GroupWriter(engine, settings.bucket_s)
     limiter = _RateLimiter(settings.rate_per_key) if settings.rate_per_key else None
+    keys = _KeyCache(engine)
     inflight = asyncio.Semaphore(settings.max_inflight)
 
     @contextlib.asynccontextmanager
@@ -132,7 +156,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def admin(request: Request,
               authorization: Annotated[str | None, Header()] = None) -> None:
         key = key_of(authorization, request.cookies.get("edgeyard_key"))
-        found = store.lookup_key(engine, key)
+        found = keys.get(key) or keys.lookup(key)
         if found is None:
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if found[0] != "admin":
@@ -157,13 +181,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         status = 500
         try:
             key = key_of(authorization)
-            found = await run_in_threadpool(store.lookup_key, engine, key)
+            found = keys.get(key)
+            if found is None:  # not known recently: ask the database (off the event loop)
+                found = await run_in_threadpool(keys.lookup, key)
             if found is None:
                 raise HTTPException(401, "unknown API key",
                                     headers={"WWW-Authenticate": "Bearer"})
-            kind, app_name = found
-            if kind != "ingest" and kind != "admin":
-                raise HTTPException(403, "this key may not upload")
+            _, app_name = found  # ingest keys upload; so may admin keys
             if content_length is not None and content_length > settings.max_body:
                 raise HTTPException(413, f"body over the {settings.max_body} byte limit")
             if limiter is not None and (wait := limiter.wait_s(key)) > 0:

@@ -74,7 +74,7 @@ def serve(
     require("uvicorn", extra="server")
     import uvicorn
 
-    from ..agent.server import stop_on_signals
+    from .._signals import stop_on_signals
     from .app import Settings, create_app
 
     engine = _engine(database, data_dir)

@@ -174,9 +174,9 @@ def decode(req: Any) -> Decoded:
     for rm in req.resource_metrics:
         res = _attrs(rm.resource.attributes)
         model = res.get("edgeyard.model") or res.get("service.name")
-        points = sum(_count_points(m) for sm in rm.scope_metrics for m in sm.metrics)
         if not model:
-            out.reject(points, "a resource without edgeyard.model or service.name")
+            out.reject(sum(_count_points(m) for sm in rm.scope_metrics for m in sm.metrics),
+                       "a resource without edgeyard.model or service.name")
             continue
         upload_id = str(res.get("edgeyard.upload_id") or
                         hashlib.sha256(rm.SerializeToString(deterministic=True)).hexdigest())

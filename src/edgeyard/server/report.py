@@ -12,7 +12,7 @@ import html
 import time
 from typing import Any
 
-from .watch import Watch
+from .watch import Watch, histogram
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -175,7 +175,8 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
     if rec is None:
         return head + "<p>No registered release selected.</p></body></html>"
     end = time.time() if end is None else end
-    res = watch.check(rec, window_s, end=end)
+    wins = watch.windows(rec, end - window_s, end)  # read once: the check and the plots
+    res = watch.check(rec, window_s, end=end, windows=wins)
     ov = res["overall"]
     verdict = res["verdict"]
     parts = [head, f'<h2>{_e(rec.model)} {_e(rec.release)}: the {_num(window_s)} s until '
@@ -206,7 +207,7 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
     for name in sorted(rec.reference.sketches):
         if rec.reference.sketches[name].count == 0:
             continue
-        sig = watch.signal(rec, name, window_s, end=end)
+        sig = histogram(rec, name, wins["all"].sketches.get(name))
         parts.append(f'<div class="plot">{histogram_svg(sig)}<br>{_e(name)}</div>')
     parts.append(f'</div><p class="note"><span style="color:{REF}">■ reference</span> '
                  f'<span style="color:{CUR}">■ production</span></p>')

@@ -68,6 +68,22 @@ def runtime_summary(w: Window) -> dict[str, Any]:
     }
 
 
+def histogram(rec: store.ReleaseRecord, name: str, cur: ExpHistogram | None) -> dict[str, Any]:
+    """A signal's reference and production (`cur`) bucket masses on their common buckets."""
+    ref = rec.reference.sketches.get(name)
+    if ref is None:
+        known = ", ".join(sorted(rec.reference.sketches)) or "none"
+        raise KeyError(f"signal {name!r} is not in the reference (signals: {known})")
+    if cur is None or cur.count == 0:
+        return {"name": name, "lower": [], "upper": [], "reference": [], "current": [],
+                "n_current": 0, "n_reference": int(ref.count)}
+    a = aligned(ref, cur)
+    return {"name": name, "lower": [float(x) for x in a.lower],
+            "upper": [float(x) for x in a.upper],
+            "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
+            "n_reference": int(a.n_ref), "n_current": int(a.n_cur)}
+
+
 class Watch:
     def __init__(self, engine: Engine, webhook: str | None = None,
                  metrics: ServiceMetrics | None = None, policy: DriftPolicy | None = None
@@ -84,25 +100,35 @@ class Watch:
 
     # --- checks -------------------------------------------------------------------------------
 
+    def windows(self, rec: store.ReleaseRecord, start: float, end: float,
+                profile: str | None = None) -> dict[str, Window]:
+        """The merged production windows of [start, end): one per profile (segment), read once,
+        and "all" merged from them (no second query), unless one `profile` is asked for."""
+        if profile is not None:
+            return {profile: store.window(self.engine, rec, start, end, profile)}
+        per = {p: store.window(self.engine, rec, start, end, p)
+               for p in store.segments(self.engine, rec.model, rec.release, start, end)}
+        whole = Window.merge_all(list(per.values())) if per else Window(rec.spec, int(start * 1e9))
+        return {"all": whole, **per}
+
     def check(self, rec: store.ReleaseRecord, window_s: float, end: float | None = None,
-              profile: str | None = None, alert: bool = False) -> dict[str, Any]:
+              profile: str | None = None, alert: bool = False,
+              windows: dict[str, Window] | None = None) -> dict[str, Any]:
+        """Drift check of [end - window, end): the whole fleet and each segment. `windows`: the
+        result of `windows()` for that span, when the caller has it already."""
         end = time.time() if end is None else end
         start = end - window_s
-        profiles = [profile] if profile else store.segments(self.engine, rec.model, rec.release,
-                                                            start, end)
+        wins = self.windows(rec, start, end, profile) if windows is None else windows
         segments: dict[str, Any] = {}
-        for seg in ([None] if profile is None else []) + profiles:
-            w = store.window(self.engine, rec, start, end, seg)
+        for seg, w in wins.items():
             report = drift_check(rec.reference, w, self.policy, reference_accuracy=rec.accuracy)
-            segments["all" if seg is None else seg] = {**report.to_dict(),
-                                                      "runtime": runtime_summary(w)}
+            segments[seg] = {**report.to_dict(), "runtime": runtime_summary(w)}
             if self.metrics is not None:
                 self.metrics.checked(report.verdict)
             if alert and report.findings:
-                new = store.record_findings(self.engine, rec.model, rec.release,
-                                            "all" if seg is None else seg, report.findings)
-                self._notify(new)
-        overall = segments.get("all") or next(iter(segments.values()), None)
+                self._notify(store.record_findings(self.engine, rec.model, rec.release, seg,
+                                                   report.findings))
+        overall = segments.get("all", segments.get(profile or "", None))
         return {
             "model": rec.model, "release": rec.release,
             "window": {"start": start, "end": end, "seconds": window_s},
@@ -155,20 +181,9 @@ class Watch:
                end: float | None = None) -> dict[str, Any]:
         """Reference and production bucket masses of one signal on their common buckets."""
         end = time.time() if end is None else end
-        ref = rec.reference.sketches.get(name)
-        if ref is None:
-            known = ", ".join(sorted(rec.reference.sketches)) or "none"
-            raise KeyError(f"signal {name!r} is not in the reference (signals: {known})")
         cur = store.signals(self.engine, rec.model, rec.release, end - window_s, end,
                             signal=name).get(name)
-        if cur is None or cur.count == 0:
-            return {"name": name, "lower": [], "upper": [], "reference": [], "current": [],
-                    "n_current": 0, "n_reference": int(ref.count)}
-        a = aligned(ref, cur)
-        return {"name": name, "lower": [float(x) for x in a.lower],
-                "upper": [float(x) for x in a.upper],
-                "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
-                "n_reference": int(a.n_ref), "n_current": int(a.n_cur)}
+        return histogram(rec, name, cur)
 
     # --- alerts -------------------------------------------------------------------------------
 

@@ -53,20 +53,24 @@ class Window:
         self.add_projected(values, classes)
 
     def merge(self, other: Window) -> Window:
-        out = Window(self.spec, min(self.start_ns, other.start_ns))
-        out.end_ns = max(self.end_ns, other.end_ns)
-        out.sketches = {k: self.sketches[k].merge(other.sketches[k]) for k in self.sketches}
-        out.classes = self.classes + other.classes
-        out.engines = self.engines + other.engines
-        out.engine_latency = {
-            e: (self.engine_latency[e].merge(other.engine_latency[e])
-                if e in self.engine_latency and e in other.engine_latency
-                else (self.engine_latency.get(e) or other.engine_latency[e]))
-            for e in set(self.engine_latency) | set(other.engine_latency)}
-        out.fallbacks = self.fallbacks + other.fallbacks
-        out.dropped = self.dropped + other.dropped
-        out.calls = self.calls + other.calls
-        out.sampled = self.sampled + other.sampled
+        return Window.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(windows: Sequence[Window]) -> Window:
+        """One window of all of them (sketches merged per signal over the union of names)."""
+        if not windows:
+            raise ValueError("merge_all needs at least one window")
+        out = Window(windows[0].spec, min(w.start_ns for w in windows))
+        out.end_ns = max(w.end_ns for w in windows)
+        out.sketches = _merge_maps([w.sketches for w in windows])
+        out.engine_latency = _merge_maps([w.engine_latency for w in windows])
+        out.classes = sum((w.classes for w in windows[1:]), windows[0].classes.copy())
+        for w in windows:
+            out.engines.update(w.engines)
+            out.fallbacks.update(w.fallbacks)
+            out.dropped += w.dropped
+            out.calls += w.calls
+            out.sampled += w.sampled
         return out
 
     # --- the reference file ---------------------------------------------------------------
@@ -88,6 +92,11 @@ class Window:
         if data.get("classes"):
             w.classes = np.asarray(data["classes"], dtype=np.int64)
         return w
+
+
+def _merge_maps(maps: Sequence[dict[str, ExpHistogram]]) -> dict[str, ExpHistogram]:
+    names = dict.fromkeys(k for m in maps for k in m)
+    return {k: ExpHistogram.merge_all([m[k] for m in maps if k in m]) for k in names}
 
 
 def reference_window(spec: dict[str, Any], inputs: Sequence[np.ndarray],
