@@ -64,12 +64,17 @@ class Spool:
             files = self.pending()
             now = time.time_ns()
             dropped = 0
-            sizes = {f: f.stat().st_size for f in files if f.exists()}
-            total = sum(sizes.values())
+            sizes = {}
             for f in files:
+                try:  # the uploader may remove a sent window at any moment
+                    sizes[f] = f.stat().st_size
+                except FileNotFoundError:
+                    continue
+            total = sum(sizes.values())
+            for f in sizes:
                 age_s = (now - int(f.name.split("-", 1)[0])) / 1e9
                 if total > self.max_bytes or age_s > self.max_age_s:
-                    total -= sizes.get(f, 0)
+                    total -= sizes[f]
                     f.unlink(missing_ok=True)
                     dropped += 1
             self._count_dropped(dropped)
