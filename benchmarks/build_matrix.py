@@ -1,17 +1,25 @@
-"""Build time per target and latency per artifact, next to the source model's eager latency.
+"""Every target edgeyard builds: build time, status (and why), size, accuracy and host latency.
 
 Method
 - Model: the digits CNN of examples/digits (scikit-learn's bundled digits, seed 0, 15 epochs).
-- Build: `edgeyard.build` for the given profiles; build time = the target's conversion time in
-  its child process (toolchain import excluded), verify time = loading + running 360 held-out
-  digits in the artifact's own runtime.
-- Latency: one sample (batch 1) per call, every engine and eager PyTorch with 1 thread
+- Targets: one generated profile with every backend at every precision it offers (TVM twice on
+  this host: untuned, `trials = 0`, and tuned with `--tvm-trials` MetaSchedule trials; once
+  cross-compiled for aarch64), then the shipped device profiles `iphone-15`, `raspberry-pi-5`
+  and `jetson-orin-nano` built as far as this host allows. Each target's status says what was
+  verified, what was not, and why.
+- Build: `edgeyard.build`; build time = the target's conversion time in its child process
+  (toolchain import excluded; TVM's includes tuning), verify time = loading + running 360
+  held-out digits in the artifact's own runtime. TVM's tuning records go to a fresh database in
+  a temporary directory (`EDGEYARD_TVM_CACHE`); the tuned TVM target is then built a second time
+  with the same database (records reused, no tuning): both build times are reported.
+- Latency: one sample (batch 1) per call, every verified artifact and eager PyTorch with 1 thread
   (`torch.set_num_threads(1)`, engine threads=1), in this one process. Warm-up: 200 calls and at
   least 0.5 s per engine. Then `--rounds` interleaved rounds (engine A, B, C, ... each run
   `--calls` calls per round, so machine drift hits all alike); per round the mean per-call time;
-  reported: the median over rounds, p10-p90 of the rounds, and the ratio to eager PyTorch's median.
+  reported: the median over rounds, p10-p90 of the rounds, and the ratio to eager PyTorch's
+  median and to ONNX Runtime fp32's median.
 
-    python benchmarks/build_matrix.py [--profiles linux-x86_64,pixel-8] [--rounds 15]
+    python benchmarks/build_matrix.py [--tvm-trials 256] [--rounds 15]
 
 Writes benchmarks/results/build_matrix.json and .md.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -33,7 +42,9 @@ sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import digits  # noqa: E402
 
 import edgeyard  # noqa: E402
-from edgeyard.backends import get_backend  # noqa: E402
+from edgeyard.backends import backend_names, get_backend  # noqa: E402
+
+DEVICE_PROFILES = ["iphone-15", "raspberry-pi-5", "jetson-orin-nano"]
 
 
 def timed_rounds(fns: dict[str, object], x: np.ndarray, rounds: int, calls: int) -> dict[str, list[float]]:
@@ -52,9 +63,37 @@ def timed_rounds(fns: dict[str, object], x: np.ndarray, rounds: int, calls: int)
     return samples
 
 
+def _toml_value(v: object) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+def matrix_profile(directory: Path, name: str, tvm_trials: int) -> None:
+    """A profile listing every registered backend at every precision it offers."""
+    targets: list[tuple[str, str, dict[str, object]]] = []
+    for b in backend_names():
+        for p in get_backend(b).precisions:
+            if b == "tvm":
+                continue
+            targets.append((b, p, {}))
+    tvm = get_backend("tvm")
+    if "fp32" in tvm.precisions:
+        targets += [("tvm", "fp32", {"trials": 0}), ("tvm", "fp32", {"trials": tvm_trials}),
+                    ("tvm", "fp32", {"target": "aarch64", "trials": 0})]
+    text = f'name = "{name}"\nrunner = "local"\n[hardware]\narch = "x86_64"\nos = "linux"\nthreads = 1\n'
+    for b, p, opts in targets:
+        text += f'[[targets]]\nbackend = "{b}"\nprecision = "{p}"\n'
+        if opts:
+            text += f"options = {_toml_value(opts)}\n"
+    (directory / f"{name}.toml").write_text(text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profiles", default="linux-x86_64,pixel-8")
+    ap.add_argument("--tvm-trials", type=int, default=256, help="MetaSchedule trials, tuned TVM")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -66,13 +105,28 @@ def main() -> int:
     data = digits.load()
     model = digits.train(digits.make_cnn(), data, epochs=15)
     with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        os.environ["EDGEYARD_TVM_CACHE"] = str(tmp_path / "tvm-records")  # a fresh database
+        (tmp_path / "profiles").mkdir()
+        matrix_profile(tmp_path / "profiles", "all-targets", args.tvm_trials)
+        common = dict(example_inputs=(data.x_eval[:1],), calibration=data.x_calib,
+                      evaluation=(data.x_eval, data.y_eval), name="digits", version="bench",
+                      profile_dirs=[tmp_path / "profiles"], timeout_s=3600)
         t0 = time.perf_counter()
-        release = edgeyard.build(
-            model, example_inputs=(data.x_eval[:1],), profiles=args.profiles.split(","),
-            calibration=data.x_calib, evaluation=(data.x_eval, data.y_eval),
-            out=Path(tmp) / "rel", name="digits", version="bench",
-        )
+        release = edgeyard.build(model, profiles=["all-targets", *DEVICE_PROFILES],
+                                 out=tmp_path / "rel", **common)
         wall = time.perf_counter() - t0
+        print(release.summary())
+        tuned_key = next((k for k, a in release.artifacts.items() if a["backend"] == "tvm"
+                          and a["options"].get("trials") == args.tvm_trials), None)
+        rebuild = None
+        if tuned_key is not None:  # the same model and target again: the records are reused
+            (tmp_path / "profiles" / "tvm-again.toml").write_text(
+                'name = "tvm-again"\nrunner = "local"\n[hardware]\narch = "x86_64"\nos = "linux"\n'
+                f'[[targets]]\nbackend = "tvm"\nprecision = "fp32"\n'
+                f'options = {{ trials = {args.tvm_trials} }}\n')
+            again = edgeyard.build(model, profiles=["tvm-again"], out=tmp_path / "rel2", **common)
+            rebuild = next(iter(again.artifacts.values()))
         engines, fns = {}, {}
         with torch.no_grad():
             fns["pytorch eager"] = lambda x: model(torch.from_numpy(x))
@@ -86,53 +140,86 @@ def main() -> int:
         for e in engines.values():
             e.close()
     eager = float(np.median(samples["pytorch eager"]))
+    ort = float(np.median(samples["onnx-fp32"])) if "onnx-fp32" in samples else None
     rows = []
-    for name, s in samples.items():
-        a = release.artifacts.get(name, {})
-        med = float(np.median(s))
+    for key, a in [("pytorch eager", {}), *release.artifacts.items()]:
+        s = samples.get(key)
+        med = float(np.median(s)) if s else None
+        details = a.get("details") or {}
         rows.append({
-            "target": name,
+            "target": key,
             "backend": a.get("backend", "pytorch"),
             "precision": a.get("precision", "fp32"),
+            "options": a.get("options", {}),
+            "status": a.get("status", "ok"),
+            "why": a.get("reason") or a.get("unverified_reason"),
             "size_bytes": a.get("size_bytes"),
             "build_s": a.get("build_seconds"),
             "verify_s": a.get("verify_seconds"),
+            "tuning": details.get("tuning"),
             "accuracy": (a.get("parity") or {}).get("accuracy",
-                                                   release.manifest["evaluation"]["source_accuracy"]),
-            "latency_us_median": med * 1e6,
-            "latency_us_p10": float(np.percentile(s, 10)) * 1e6,
-            "latency_us_p90": float(np.percentile(s, 90)) * 1e6,
-            "ratio_to_eager": med / eager,
+                                                   release.manifest["evaluation"]["source_accuracy"]
+                                                   if not a else None),
+            "latency_us_median": None if med is None else med * 1e6,
+            "latency_us_p10": None if not s else float(np.percentile(s, 10)) * 1e6,
+            "latency_us_p90": None if not s else float(np.percentile(s, 90)) * 1e6,
+            "ratio_to_eager": None if med is None else med / eager,
+            "ratio_to_ort": None if med is None or ort is None else med / ort,
             "rounds": s,
         })
+    profiles = {p: [(e["target"], e["status"], "; ".join(e["reasons"]))
+                    for e in release.chain(p)] for p in DEVICE_PROFILES}
     result = {
         "method": __doc__,
         "host": {"machine": platform.machine(), "python": platform.python_version(),
-                 "processor": platform.processor()},
+                 "processor": platform.processor(), "cpus": os.cpu_count()},
         "toolchain": release.manifest["toolchain"],
-        "profiles": args.profiles.split(","),
+        "tvm_trials": args.tvm_trials,
         "build_wall_s": wall,
+        "tvm_rebuild": None if rebuild is None else {
+            "build_s": rebuild.get("build_seconds"), "tuning": rebuild["details"].get("tuning")},
+        "profiles": profiles,
         "rows": rows,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "build_matrix.json").write_text(json.dumps(result, indent=2))
+    (out / "build_matrix.json").write_text(json.dumps(result, indent=2, default=str))
     md = [
         f"Digits CNN, batch 1, 1 thread; {args.rounds} interleaved rounds x {args.calls} calls; "
-        f"whole build {wall:.0f} s.",
+        f"whole build {wall:.0f} s on {os.cpu_count()} cores.",
         "",
-        "| target | size | build s | verify s | accuracy | latency µs (median) | p10-p90 | vs eager |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | status | size | build s | verify s | accuracy | latency µs (median) | p10-p90 "
+        "| vs eager | vs ORT fp32 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
     for r in rows:
         size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e3:.0f} kB"
-        b = "-" if r["build_s"] is None else f"{r['build_s']:.1f}"
-        v = "-" if r["verify_s"] is None else f"{r['verify_s']:.2f}"
+        status = r["status"] + (f": {r['why']}" if r["why"] and r["status"] != "ok" else "")
+        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+        p1090 = ("-" if r["latency_us_p10"] is None
+                 else f"{r['latency_us_p10']:.1f}-{r['latency_us_p90']:.1f}")
         md.append(
-            f"| {r['target']} | {size} | {b} | {v} | {100 * r['accuracy']:.2f}% | "
-            f"{r['latency_us_median']:.1f} | {r['latency_us_p10']:.1f}-{r['latency_us_p90']:.1f} | "
-            f"{r['ratio_to_eager']:.2f}x |"
-        )
+            f"| {r['target']} | {status} | {size} | {f(r['build_s'], '.1f')} | "
+            f"{f(r['verify_s'], '.2f')} | {acc} | {f(r['latency_us_median'], '.1f')} | {p1090} | "
+            f"{f(r['ratio_to_eager'], '.2f')} | {f(r['ratio_to_ort'], '.2f')} |")
+    tvm_rows = [r for r in rows if r["backend"] == "tvm"]
+    if tvm_rows:
+        md += ["", "TVM tuning (MetaSchedule, records in a fresh database):", ""]
+        for r in tvm_rows:
+            md.append(f"- {r['target']} {json.dumps(r['options'])}: build {f(r['build_s'], '.1f')} s, "
+                      f"tuning {json.dumps(r['tuning'])}")
+        if rebuild is not None:
+            md.append(f"- rebuild of the tuned target with the same records: build "
+                      f"{f(rebuild.get('build_seconds'), '.1f')} s, tuning "
+                      f"{json.dumps(rebuild['details'].get('tuning'))}")
+    md += ["", "Device profiles, built as far as this host allows:", ""]
+    for p, chain in profiles.items():
+        md.append(f"- `{p}`: " + " -> ".join(
+            f"{t} **{s}**" + (f" ({why})" if why else "") for t, s, why in chain))
     (out / "build_matrix.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -26,6 +26,11 @@ EXTRA_OF: dict[str, str] = {
     "keras": "tflite",
     "executorch": "executorch",
     "torchao": "executorch",
+    "coremltools": "coreml",
+    "tvm": "tvm",
+    "tvm_ffi": "tvm",
+    "xgboost": "tvm",
+    "cloudpickle": "tvm",
     "scipy": "gate",
     "cryptography": "sign",
     "opentelemetry": "telemetry",
@@ -44,7 +49,8 @@ EXTRA_OF: dict[str, str] = {
 INSTALL_HINT: dict[str, str] = {
     # tf_keras asks for the full `tensorflow` distribution, a second copy next to tensorflow-cpu
     "tf_keras": "pip install --no-deps 'tf_keras==2.21.0'",
-    "tensorrt": "TensorRT comes with NVIDIA's JetPack / TensorRT installers, not from PyPI",
+    "tensorrt": "TensorRT comes with NVIDIA's JetPack or TensorRT installers (PyPI only has "
+                "placeholders that download from NVIDIA's own index)",
 }
 
 
@@ -69,6 +75,8 @@ LOCKED_DISTRIBUTIONS = (
     "executorch",
     "coremltools",
     "apache-tvm",
+    "apache-tvm-ffi",
+    "tensorrt",
     "scikit-learn",
 )
 

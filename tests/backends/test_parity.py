@@ -14,7 +14,10 @@ from edgeyard.model import prepare
 
 from .cases import CASE_PRECISIONS, TOLERANCE, build_cases
 
-BACKENDS = ["onnx", "tflite", "executorch", "torchscript"]
+BACKENDS = ["onnx", "tflite", "executorch", "torchscript", "tvm", "coreml", "tensorrt"]
+# options per backend: TVM untuned here (tuning changes schedules, not the math; the tuned
+# artifact's parity is checked in test_tvm.py, on a small trial budget)
+OPTIONS = {"tvm": {"trials": 0}}
 # (backend, case, precision) -> why it is not run
 SKIP: dict[tuple[str, str, str], str] = {}
 PARAMS = [
@@ -47,12 +50,13 @@ def test_parity(backend_name, case_name, precision, cases, prepared, tmp_path):
     if (backend_name, case_name, precision) in SKIP:
         pytest.skip(SKIP[backend_name, case_name, precision])
     src = prepared[case_name]
-    reason = backend.unavailable(src.source.format)
-    if reason:
+    reason = backend.unavailable(src.source.format) or backend.cannot_run_here()
+    if reason:  # coreml off macOS, tensorrt without TensorRT and a GPU
         pytest.skip(reason)
     out = tmp_path / f"artifact{backend.artifact_suffix}"
     (tmp_path / "work").mkdir()
-    result = backend.convert(ConvertRequest(src.source, precision, {}, out, tmp_path / "work",
+    result = backend.convert(ConvertRequest(src.source, precision, OPTIONS.get(backend_name, {}),
+                                            out, tmp_path / "work",
                                             case.calibration))
     assert result.path.exists() and result.path.stat().st_size > 0
     engine = backend.load(result.path, source=src.source)

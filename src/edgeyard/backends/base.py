@@ -43,6 +43,9 @@ class ConvertResult:
     path: Path
     # converter facts worth keeping in the release: quantizer settings, delegated/fallback ops...
     details: dict[str, Any] = field(default_factory=dict)
+    # set when this artifact cannot run on the build host (cross-compiled for another CPU):
+    # the target is then UNVERIFIED with this reason instead of being loaded and compared
+    runs_elsewhere: str | None = None
 
 
 class Backend(ABC):
@@ -60,6 +63,10 @@ class Backend(ABC):
     implemented: ClassVar[bool] = True
     # the engine format in edgeyard.engines that runs this backend's artifacts
     engine_format: ClassVar[str | None] = None
+    # what the recovery ladder (edgeyard.build.ladder) may try beyond a higher precision when
+    # an int8 artifact breaks its accuracy budget: "mixed" (a `sensitivity()` method and a
+    # `nodes_to_exclude` option), "qat" (a `qat_epochs` option)
+    recovery: ClassVar[tuple[str, ...]] = ()
 
     def unavailable(self, source_format: str) -> str | None:
         """Why this backend cannot build from `source_format` here, or None when it can."""

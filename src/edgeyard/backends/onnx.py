@@ -21,6 +21,9 @@ from ..model import SourceModel
 from .base import Backend, ConvertRequest, ConvertResult
 
 _CALIBRATE = ("minmax", "entropy", "percentile")
+# op types ONNX Runtime's static quantizer quantizes whose error the sensitivity analysis ranks
+_QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat",
+                "AveragePool", "GlobalAveragePool", "Softmax", "LSTM", "GRU")
 
 
 def export_torch(source: SourceModel, dest: Path, opset: int | None = None) -> Path:
@@ -93,6 +96,7 @@ class OnnxBackend(Backend):
     }
     runtime_modules = ("onnxruntime",)
     toolchain = ("torch", "onnx", "onnxscript", "onnxruntime")
+    recovery = ("mixed",)
 
     def convert(self, request: ConvertRequest) -> ConvertResult:
         opts = request.options
@@ -119,8 +123,10 @@ class OnnxBackend(Backend):
         return ConvertResult(out, details)
 
     def _quantize_static(
-        self, request: ConvertRequest, fp32: Path, out: Path, details: dict[str, Any]
+        self, request: ConvertRequest, fp32: Path, out: Path, details: dict[str, Any],
+        symmetric: bool = False,
     ) -> None:
+        """int8 QDQ calibrated on the build's data; `symmetric` (zero points 0) for TensorRT."""
         q = require("onnxruntime.quantization", extra="onnx")
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -130,11 +136,13 @@ class OnnxBackend(Backend):
             raise ValueError(f"calibrate_method must be one of {_CALIBRATE} (got {method!r})")
         assert request.calibration is not None
         pre = request.workdir / "model.pre.onnx"
-        quant_pre_process(os.fspath(fp32), os.fspath(pre))
+        if not pre.exists() or pre.stat().st_mtime < fp32.stat().st_mtime:
+            quant_pre_process(os.fspath(fp32), os.fspath(pre))
         batch = request.source.batch or 1
         reader = _Reader([s.name for s in request.source.inputs], request.calibration, batch)
         per_channel = bool(opts.get("per_channel", True))
         exclude = list(opts.get("nodes_to_exclude", []))
+        only = list(opts.get("nodes_to_quantize", []))  # the sensitivity analysis, one by one
         q.quantize_static(
             os.fspath(pre),
             os.fspath(out),
@@ -149,13 +157,67 @@ class OnnxBackend(Backend):
                 "percentile": q.CalibrationMethod.Percentile,
             }[method],
             nodes_to_exclude=exclude,
+            nodes_to_quantize=only or None,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}
+            if symmetric else None,
         )
         details["quantizer"] = (
             f"onnxruntime quantize_static QDQ, int8 activations and weights, "
             f"{'per-channel' if per_channel else 'per-tensor'}, {method} calibration"
+            + (", symmetric" if symmetric else "")
         )
         if exclude:
             details["float_nodes"] = exclude
+
+    def sensitivity(self, request: ConvertRequest, samples: int = 200) -> list[dict[str, Any]]:
+        """Per quantizable node, how much int8 costs when only that node is quantized.
+
+        One `quantize_static` per node (`nodes_to_quantize=[node]`, the target's settings),
+        each run on up to `samples` calibration samples next to the float model: the output's
+        signal-to-quantization-noise ratio (dB; lower is worse) and top-1 agreement. Sorted worst
+        first; node names are what `nodes_to_exclude` takes."""
+        onnx = require("onnx")
+        ort = require("onnxruntime", extra="onnx")
+        assert request.calibration is not None
+        fp32 = request.workdir / "model.fp32.onnx"
+        if not fp32.exists():
+            source_to_onnx(request.source, fp32, request.options.get("opset"))
+        pre = request.workdir / "model.pre.onnx"
+        if not pre.exists():
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(os.fspath(fp32), os.fspath(pre))
+        nodes = [(n.name, n.op_type) for n in onnx.load(os.fspath(pre)).graph.node
+                 if n.op_type in _QUANTIZABLE and n.name]
+        cal = tuple(a[:samples] for a in request.calibration)
+        names = [s.name for s in request.source.inputs]
+        batch = request.source.batch or 1
+
+        def run(path: Path) -> list[np.ndarray]:
+            sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+            outs = [sess.run(None, dict(zip(names, (a[i:i + batch] for a in cal), strict=True)))
+                    for i in range(0, cal[0].shape[0] - batch + 1, batch)]
+            return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+        reference = run(pre)
+        rows = []
+        for node, op in nodes:
+            one = request.workdir / "sensitivity.onnx"
+            sub = ConvertRequest(request.source, "int8",
+                                 {**request.options, "nodes_to_quantize": [node]}, one,
+                                 request.workdir, cal)
+            self._quantize_static(sub, fp32, one, {})
+            got = run(one)
+            noise = sum(float(np.sum((g.astype(np.float64) - r) ** 2))
+                        for g, r in zip(got, reference, strict=True))
+            power = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in reference)
+            row: dict[str, Any] = {"node": node, "op": op,
+                                   "sqnr_db": round(float(10 * np.log10(power / max(noise, 1e-30))), 2)}
+            if reference[0].ndim == 2 and reference[0].shape[1] > 1:
+                row["agreement"] = float(np.mean(got[0].argmax(1) == reference[0].argmax(1)))
+            rows.append(row)
+        rows.sort(key=lambda r: r["sqnr_db"])
+        return rows
 
     def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         onnx = require("onnx")

@@ -20,10 +20,10 @@ BUILTIN: dict[str, str] = {
     "onnx": "edgeyard.backends.onnx:OnnxBackend",
     "tflite": "edgeyard.backends.tflite:TfliteBackend",
     "executorch": "edgeyard.backends.executorch:ExecutorchBackend",
-    "coreml": "edgeyard.backends.planned:CoremlBackend",
+    "coreml": "edgeyard.backends.coreml:CoremlBackend",
     "torchscript": "edgeyard.backends.torchscript:TorchscriptBackend",
-    "tvm": "edgeyard.backends.planned:TvmBackend",
-    "tensorrt": "edgeyard.backends.planned:TensorrtBackend",
+    "tvm": "edgeyard.backends.tvm:TvmBackend",
+    "tensorrt": "edgeyard.backends.tensorrt:TensorrtBackend",
 }
 
 _lock = threading.Lock()

@@ -57,7 +57,12 @@ def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:
     except Exception as exc:
         result["inspect"] = {"error": f"{type(exc).__name__}: {exc}"}
 
-    cannot = backend.cannot_run_here()
+    if job.get("analyze"):  # the recovery ladder's sensitivity analysis, nothing else
+        state["stage"] = "sensitivity analysis"
+        result.update(ok=True, verified=False, unverified_reason="analysis only",
+                      sensitivity=backend.sensitivity(request))  # type: ignore[attr-defined]
+        return result
+    cannot = converted.runs_elsewhere or backend.cannot_run_here()
     if cannot:
         result.update(ok=True, verified=False, unverified_reason=cannot)
         return result

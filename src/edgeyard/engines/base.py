@@ -77,6 +77,9 @@ ENGINES: dict[str, str] = {
     "tflite": "edgeyard.engines.tflite:TfliteEngine",
     "executorch": "edgeyard.engines.executorch:ExecutorchEngine",
     "torchscript": "edgeyard.engines.torchscript:TorchscriptEngine",
+    "coreml": "edgeyard.engines.coreml:CoremlEngine",
+    "tvm": "edgeyard.engines.tvm:TvmEngine",
+    "tensorrt": "edgeyard.engines.tensorrt:TensorrtEngine",
 }
 
 

@@ -55,6 +55,10 @@ class AgentRunner(Runner):
         for ref in refs:
             entry = ref.entry
             art_name = f"{entry['sha256']}{ref.path.suffix}"
+            if ref.path.is_dir():
+                raise RunnerError(
+                    f"{ref.path.name} is a bundle directory ({ref.path.suffix}); the agent "
+                    f"protocol sends single files, so measure it with the local runner on a Mac")
             gold_sha = ref.manifest["golden"]["sha256"]
             gold_name = f"{gold_sha}.npz"
             self._upload(art_name, ref.path.read_bytes(), entry["sha256"])

@@ -393,7 +393,7 @@ def _load(slot: _Slot, root: Path, manifest: dict[str, Any], threads: int,
     if e.get("status") not in ("ok", "unverified") or not e.get("path"):
         return f"not built ({e.get('status')}): {e.get('reason')}"
     path = root / e["path"]
-    if not path.is_file():
+    if not path.exists():  # a file, or a bundle directory (.mlpackage)
         return f"artifact {e['path']} is missing"
     if sha256_file(path) != e["sha256"]:
         return f"artifact {e['path']} does not match its sha256 (corrupted or replaced)"

@@ -1,0 +1,52 @@
+"""Core ML engine (`.mlpackage`), macOS only: coremltools' `MLModel.predict` on Core ML.
+
+On other systems coremltools has no prediction library; loading raises a clear error and the
+runtime's fallback chain moves on to the next engine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._deps import require
+from ..errors import EdgeyardError
+from .base import Engine, TensorSpec
+
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+
+
+class CoremlEngine(Engine):
+    format = "coreml"
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
+                 input_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None) -> None:
+        super().__init__(path, threads, input_names, output_names)
+        if platform.system() != "Darwin":
+            raise EdgeyardError(f"Core ML prediction exists only on macOS; this host runs "
+                                f"{platform.system()} ({self.path})")
+        ct = require("coremltools", extra="coreml", purpose="running .mlpackage")
+        # threads: Core ML schedules its own work; compute units pick CPU / GPU / Neural Engine
+        self._model = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.ALL)
+        desc = self._model.get_spec().description
+        self.inputs = tuple(_spec(f) for f in desc.input)
+        self.outputs = tuple(_spec(f) for f in desc.output)
+
+    def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {s.name: np.ascontiguousarray(x, dtype=s.dtype)
+                for s, x in zip(self.inputs, inputs, strict=True)}
+        out = self._model.predict(feed)
+        return [np.asarray(out[s.name]) for s in self.outputs]
+
+    def close(self) -> None:
+        self._model = None
+
+
+def _spec(feature: object) -> TensorSpec:
+    arr = feature.type.multiArrayType  # type: ignore[attr-defined]
+    return TensorSpec(feature.name,  # type: ignore[attr-defined]
+                      tuple(int(d) for d in arr.shape), _ARRAY_DTYPES.get(arr.dataType, "float32"))
