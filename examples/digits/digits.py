@@ -83,3 +83,40 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
     with torch.no_grad():
         return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def with_outlier_channel(model, data: Digits, scale: float = 300.0):
+    """A copy of the digits CNN that computes exactly the same function but whose first conv has
+    one outlier output channel, `scale` times larger than the others, and the second conv that
+    channel's weights divided by `scale` (ReLU is positively homogeneous, so nothing changes in
+    float). This is what BatchNorm folding with a tiny running variance, or LLM-style outlier
+    features, do to real models: per-tensor int8 activations spend their whole range on one
+    channel and the others round to zero. The channel chosen is the one with the largest
+    activation on the evaluation data."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).eval()
+    conv1, conv2 = m[0], m[2]
+    with torch.no_grad():
+        act = torch.relu(conv1(torch.from_numpy(data.x_eval)))
+        ch = int(act.amax(dim=(0, 2, 3)).argmax())
+        conv1.weight[ch] *= scale
+        conv1.bias[ch] *= scale
+        conv2.weight[:, ch] /= scale
+    return m
+
+
+def make_student():
+    """A tenth-size student for the digits CNN (9,802 parameters against 151,306):
+    conv(8) -> conv(16) -> maxpool -> fc(32) -> fc(10)."""
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 16, 32), nn.ReLU(),
+        nn.Linear(32, 10),
+    )

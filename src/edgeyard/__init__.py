@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "build": "edgeyard.build",
+    "distill": "edgeyard.build.distill",
+    "DistillReport": "edgeyard.build.distill",
     "gate": "edgeyard.gate",
     "GatePolicy": "edgeyard.gate",
     "GateReport": "edgeyard.gate",
@@ -47,6 +49,7 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .backends.registry import get_backend, register_backend
+    from .build.distill import DistillReport, distill
     from .build.pipeline import build
     from .errors import (
         DataError,

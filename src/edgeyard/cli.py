@@ -59,11 +59,21 @@ def build(
             timeout_s=cfg.timeout_s,
             jobs=jobs or cfg.jobs,
             sign_key=sign_key,
+            student=cfg.student_factory() if cfg.student else None,
+            train=_train_data(cfg.train) if cfg.train else None,
+            distill_options=cfg.distill_options,
         )
     except EdgeyardError as exc:
         raise _fail(exc) from None
     typer.echo(release.summary())
     raise typer.Exit(0 if release.ok else 1)
+
+
+def _train_data(path: Path) -> object:
+    from .config import load_arrays
+
+    x, y = load_arrays(path, "train")
+    return x if y is None else (x, y)
 
 
 @app.command()

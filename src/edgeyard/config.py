@@ -15,6 +15,13 @@
     profile_dirs = []             # extra directories searched for profiles
     timeout_s = 900               # per target
     jobs = 1                      # targets converted in parallel
+
+    [distill]                     # optional: when the model does not fit a profile's budgets
+    student = "students:small"    # module:function returning a fresh torch model; the module
+                                  # is searched next to this file first
+    train = "train.npz"           # the data to distill on (inputs and optional labels, as above)
+    temperature = 4.0             # optional distill() settings: temperature, alpha, epochs,
+    seed = 0                      # lr, batch_size, patience, seed
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ _SPEC: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "data": {"evaluation": (str, True), "calibration": (str, False)},
     "build": {"profiles": (list, True), "out": (str, True), "profile_dirs": (list, False),
               "timeout_s": ((int, float), False), "jobs": (int, False)},
+    "distill": {"student": (str, True), "train": (str, True), "temperature": ((int, float), False),
+                "alpha": ((int, float), False), "epochs": (int, False), "lr": ((int, float), False),
+                "batch_size": (int, False), "patience": (int, False), "seed": (int, False)},
 }
+_OPTIONAL_SECTIONS = ("distill",)
 
 
 @dataclass
@@ -49,6 +60,29 @@ class BuildConfig:
     profile_dirs: list[Path] = field(default_factory=list)
     timeout_s: float = 900.0
     jobs: int = 1
+    student: str | None = None  # "module:function"
+    config_dir: Path = Path(".")
+    train: Path | None = None
+    distill_options: dict[str, Any] = field(default_factory=dict)
+
+    def student_factory(self) -> Any:
+        """The `student` function, imported with this config's directory on sys.path."""
+        import importlib
+        import sys
+
+        assert self.student is not None
+        module, _, func = self.student.partition(":")
+        if not module or not func:
+            raise ConfigError(f"[distill] student must be 'module:function' (got {self.student!r})")
+        sys.path.insert(0, str(self.config_dir))
+        try:
+            factory = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"[distill] student {self.student!r} cannot be loaded: "
+                              f"{type(exc).__name__}: {exc}") from None
+        finally:
+            sys.path.pop(0)
+        return factory
 
 
 def load_config(path: str | os.PathLike[str]) -> BuildConfig:
@@ -64,6 +98,8 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
             raise ConfigError(f"{path.name}: unknown section [{section}]; known: "
                               f"{', '.join(f'[{s}]' for s in _SPEC)}")
     for section, keys in _SPEC.items():
+        if section in _OPTIONAL_SECTIONS and section not in data:
+            continue
         table = data.get(section, {})
         for key in table:
             if key not in keys:
@@ -93,6 +129,11 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
         profile_dirs=[rel(p) for p in b.get("profile_dirs", [])],
         timeout_s=float(b.get("timeout_s", 900)),
         jobs=int(b.get("jobs", 1)),
+        student=data.get("distill", {}).get("student"),
+        config_dir=base.resolve(),
+        train=rel(data["distill"]["train"]) if "distill" in data else None,
+        distill_options={k: v for k, v in data.get("distill", {}).items()
+                         if k not in ("student", "train")},
     )
 
 

@@ -21,10 +21,11 @@ class ExecutorchBackend(Backend):
     engine_format = "executorch"
     source_formats = ("torch",)
     precisions = ("fp32", "fp16", "int8")
-    options: ClassVar[dict[str, Any]] = {"partitioner": str, "per_channel": bool}
+    options: ClassVar[dict[str, Any]] = {"partitioner": str, "per_channel": bool, "qat_epochs": int}
     convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {"torch": ("torch", "executorch")}
     runtime_modules = ("executorch",)
     toolchain = ("torch", "torchao", "executorch")
+    recovery = ("qat",)
 
     def convert(self, request: ConvertRequest) -> ConvertResult:
         torch = require("torch", extra="executorch")
@@ -62,24 +63,39 @@ class ExecutorchBackend(Backend):
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
         )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import (
+            convert_pt2e,
+            prepare_pt2e,
+            prepare_qat_pt2e,
+        )
 
         per_channel = bool(request.options.get("per_channel", True))
+        qat_epochs = int(request.options.get("qat_epochs", 0))
         quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=per_channel)
+            get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat_epochs > 0)
         )
-        prepared = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        graph = torch.export.export(module, args).module()
         assert request.calibration is not None
         cal = request.calibration
         batch = request.source.batch or 1
         n = cal[0].shape[0]
-        with torch.no_grad():
-            for i in range(0, n - batch + 1, batch):
-                prepared(*(torch.from_numpy(a[i : i + batch]) for a in cal))
+        batches = [tuple(torch.from_numpy(a[i : i + batch]) for a in cal)
+                   for i in range(0, n - batch + 1, batch)]
         details["quantizer"] = (
             f"PT2E XNNPACKQuantizer, symmetric {'per-channel' if per_channel else 'per-tensor'} "
             f"int8, {n} calibration samples"
         )
+        if qat_epochs > 0:
+            prepared = prepare_qat_pt2e(graph, quantizer)
+            _fine_tune(torch, prepared, module, batches, qat_epochs, details)
+            from torchao.quantization.pt2e import move_exported_model_to_eval
+
+            move_exported_model_to_eval(prepared)
+        else:
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for b in batches:
+                    prepared(*b)
         return convert_pt2e(prepared)
 
     def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -91,6 +107,45 @@ class ExecutorchBackend(Backend):
             }
         finally:
             engine.close()
+
+
+def _fine_tune(torch: Any, prepared: Any, teacher: Any, batches: list[tuple[Any, ...]],
+               epochs: int, details: dict[str, Any], lr: float = 5e-4, seed: int = 0) -> None:
+    """Quantization-aware fine-tuning distilled from the float model: the fake-quantized graph
+    learns to reproduce the float model's outputs on the calibration inputs (no labels needed;
+    KL at temperature 2 on classifier outputs, else mean-squared error). Seeded."""
+    from torchao.quantization.pt2e import move_exported_model_to_train
+
+    torch.manual_seed(seed)
+    with torch.no_grad():  # observers see the data once before the weights move
+        targets = [teacher(*b) for b in batches]
+        for b in batches:
+            prepared(*b)
+    move_exported_model_to_train(prepared)
+    opt = torch.optim.Adam(prepared.parameters(), lr=lr)
+    F = torch.nn.functional
+    order = list(range(len(batches)))
+    rng = __import__("random").Random(seed)
+    losses = []
+    for _ in range(epochs):
+        rng.shuffle(order)
+        total = 0.0
+        for i in order:
+            out, want = prepared(*batches[i]), targets[i]
+            if isinstance(out, (tuple, list)):
+                out, want = out[0], want[0]
+            if out.ndim == 2 and out.shape[1] > 1:
+                loss = F.kl_div(F.log_softmax(out / 2.0, 1), F.softmax(want / 2.0, 1),
+                                reduction="batchmean") * 4.0
+            else:
+                loss = F.mse_loss(out, want)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        losses.append(round(total / len(order), 6))
+    details["qat"] = {"epochs": epochs, "lr": lr, "seed": seed, "loss_per_epoch": losses,
+                      "teacher": "the float model, on the calibration inputs"}
 
 
 def _delegation(edge: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from ..data import (
 )
 from ..errors import DataError, EdgeyardError
 from ..model import PreparedModel, prepare
-from ..profiles import Profile, Target, load_profile
+from ..profiles import Budgets, Profile, Target, load_profile
 from ..release import (
     GOLDEN,
     MANIFEST,
@@ -53,7 +53,9 @@ from ..release import (
 )
 from ..telemetry.projections import default_projections
 from ..telemetry.window import dumps_reference, reference_window
+from .coverage import coverage
 from .isolate import run_child
+from .ladder import QUANTIZED, figures, plan, strictest
 from .verify import (
     Parity,
     accuracy,
@@ -80,6 +82,7 @@ class _Job:
     status: str = "pending"
     record: dict[str, Any] = field(default_factory=dict)
     predictions: np.ndarray | None = None  # top-1 class per evaluation sample (classifiers)
+    budgets: list[Budgets] = field(default_factory=list)  # of every profile listing the target
 
 
 def _split_evaluation(evaluation: Any) -> tuple[Any, np.ndarray | None]:
@@ -112,6 +115,9 @@ def build(
     golden_count: int = 8,
     jobs: int = 1,
     sign_key: str | os.PathLike[str] | None = None,
+    student: Callable[[], Any] | None = None,
+    train: Any = None,
+    distill_options: Mapping[str, Any] | None = None,
     log: Log | None = _stderr_log,
 ) -> Release:
     """Build, verify and write a release of `model` for each profile in `profiles`.
@@ -127,6 +133,11 @@ def build(
     evaluation: held-out data, `(inputs, labels)` or inputs alone; every artifact is run on it.
     out: the release directory (replaced atomically when it exists).
     sign_key: an Ed25519 private key (PEM) to sign the manifest with (`edgeyard keys generate`).
+    student, train: a factory of a small torch model and the data to distill it on (`(x, y)` or
+        `x`). When the model cannot meet a profile's size budget (or, on a `local` profile, its
+        latency budget on this host), the build distills `student()` from it
+        (`edgeyard.distill`, options from `distill_options`) and builds the student instead; the
+        manifest's `distillation` says why and keeps the teacher's figures.
 
     Returns the `Release`; `release.ok` is False when any target FAILED. Raises an
     `EdgeyardError` only for problems that stop the whole build (unknown profile, unreadable
@@ -138,6 +149,8 @@ def build(
     loaded = [load_profile(p, profile_dirs) for p in profiles]
     if not loaded:
         raise EdgeyardError("build needs at least one profile")
+    if student is not None and train is None:
+        raise EdgeyardError("student= needs train= data to distill the student on")
     key = None
     if sign_key is not None:
         from ..signing import load_private_key
@@ -145,14 +158,20 @@ def build(
         key = load_private_key(sign_key)  # a bad key fails before any work
     out = Path(out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "artifacts").mkdir(parents=True)
-    (staging / "logs").mkdir()
     work = staging / ".work"
     try:
-        release = _build(model, example_inputs, loaded, calibration, evaluation, staging, work,
-                         name or _default_name(model), version, timeout_s, golden_count,
-                         max(1, jobs), say)
+        def build_into(m: Any, example: Any) -> Release:
+            shutil.rmtree(staging, ignore_errors=True)
+            (staging / "artifacts").mkdir(parents=True)
+            (staging / "logs").mkdir()
+            return _build(m, example, loaded, calibration, evaluation, staging, work,
+                          name or _default_name(model), version, timeout_s, golden_count,
+                          max(1, jobs), say)
+
+        release = build_into(model, example_inputs)
+        if student is not None:
+            release = _maybe_student(release, model, student, train, distill_options or {},
+                                     loaded, staging, build_into, say)
         if key is not None:
             from ..signing import key_id, sign_manifest
 
@@ -166,6 +185,36 @@ def build(
         raise
     say(f"release written to {out} in {time.perf_counter() - t_start:.1f} s")
     return Release(out, release.manifest)
+
+
+def _maybe_student(release: Release, model: Any, student: Callable[[], Any], train: Any,
+                   options: Mapping[str, Any], profiles: list[Profile], staging: Path,
+                   build_into: Callable[[Any, Any], Release], say: Log) -> Release:
+    """The teacher's release when it fits, else the distilled student's (see `student`)."""
+    from .distill import distill
+    from .student import budget_breaks, split, teacher_module, teacher_summary
+
+    manifest = release.manifest
+    with np.load(staging / GOLDEN) as z:
+        sample = tuple(z[f"input_{i}"] for i in range(manifest["golden"]["inputs"]))
+    breaks = budget_breaks(manifest, profiles,
+                           lambda k: staging / manifest["artifacts"][k]["path"], sample)
+    if not breaks:
+        say("the model fits every profile's budgets: the student is not needed")
+        return release
+    say(f"the model does not fit ({'; '.join(breaks)}): distilling the student and "
+        f"building it instead")
+    fit, val = split(train, int(options.get("seed", 0)))
+    small, report = distill(teacher_module(model), student(), fit, validation=val,
+                            **{"progress": False, **options})
+    for line in report.summary().splitlines():
+        say(line)
+    example = tuple(np.zeros(s["shape"], s["dtype"]) for s in manifest["model"]["inputs"])
+    rebuilt = build_into(small, example)
+    rebuilt.manifest["distillation"] = {"why": breaks, "teacher": teacher_summary(manifest),
+                                        "report": report.to_dict()}
+    write_json_atomic(staging / MANIFEST, rebuilt.manifest)
+    return rebuilt
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -209,14 +258,28 @@ def _build(
         save_arrays(work / "calibration.npz", cal_inputs)
 
     jobs_by_key = _plan(profiles, src.format, cal_inputs is not None)
+    cover = None
+    if cal_inputs is not None and any(j.target.precision in QUANTIZED and j.status == "pending"
+                                      for j in jobs_by_key.values()):
+        t = time.perf_counter()
+        cover = coverage(prepared, cal_inputs, eval_inputs, reference)
+        say(f"calibration coverage: {cover['tensors_checked']} tensors checked, "
+            f"{cover['uncovered_count']} not covered ({time.perf_counter() - t:.1f} s)")
+        for w in cover["warnings"]:
+            say(f"warning: calibration coverage: {w}")
     todo = [j for j in jobs_by_key.values() if j.status == "pending"]
     for j in jobs_by_key.values():
         if j.status != "pending":
             say(f"{j.target.describe()}: {j.status.upper()}: {j.reason}")
 
     def run_one(job: _Job) -> None:
-        _run_job(job, prepared, staging, work, name, eval_inputs, reference, labels,
-                 golden_count, timeout_s, jobs)
+        def run(j: _Job, analyze: bool = False) -> list[dict[str, Any]] | None:
+            return _run_job(j, prepared, staging, work, name, eval_inputs, reference, labels,
+                            golden_count, timeout_s, jobs, analyze)
+
+        run(job)
+        if job.status == "ok" and job.target.precision in QUANTIZED:
+            _climb(job, source_acc, run, staging, say)
         rec = job.record
         took = (rec.get("build_seconds") or 0) + (rec.get("verify_seconds") or 0)
         msg = f"{job.target.describe()}: {job.status.upper()}"
@@ -235,7 +298,7 @@ def _build(
             list(pool.map(run_one, todo))
 
     manifest = _manifest(prepared, profiles, jobs_by_key, name, version, eval_inputs, labels,
-                         reference, cal_inputs, source_acc, golden_count, staging)
+                         reference, cal_inputs, source_acc, golden_count, staging, cover)
     write_json_atomic(staging / MANIFEST, manifest)
     return Release(staging, manifest)
 
@@ -245,6 +308,7 @@ def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -
     for p in profiles:
         for t in p.targets:
             if t.key in jobs:
+                jobs[t.key].budgets.append(p.budgets)
                 continue
             backend = get_backend(t.backend)
             job = _Job(t.key, t, backend)
@@ -254,6 +318,7 @@ def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -
             elif t.precision == "int8" and not have_calibration:
                 job.status = "failed"
                 job.reason = "int8 needs calibration data (pass calibration=...); none was given"
+            job.budgets.append(p.budgets)
             jobs[t.key] = job
     return jobs
 
@@ -261,8 +326,10 @@ def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -
 def _run_job(
     job: _Job, prepared: PreparedModel, staging: Path, work: Path, name: str, eval_inputs: Arrays,
     reference: list[np.ndarray], labels: np.ndarray | None, golden_count: int, timeout_s: float,
-    jobs: int,
-) -> None:
+    jobs: int, analyze: bool = False,
+) -> list[dict[str, Any]] | None:
+    """Convert and verify one target in a child process, filling `job`'s status and record.
+    With `analyze`, only convert and run the backend's sensitivity analysis, and return it."""
     assert job.backend is not None
     backend, target = job.backend, job.target
     rel = Path("artifacts") / f"{name}-{job.key}{backend.artifact_suffix}"
@@ -280,8 +347,14 @@ def _run_job(
         "evaluation": str(work / "evaluation.npz"),
         "outputs_path": str(job_dir / "outputs.npz"),
         "threads": threads,
+        "analyze": analyze,
     }
     outcome = run_child(spec, job_dir, timeout_s=timeout_s, threads=threads)
+    if analyze:
+        _remove(staging / rel)
+        if outcome.failure(timeout_s) is not None:
+            return None
+        return list((outcome.result or {}).get("sensitivity") or [])
     log_rel = Path("logs") / f"{job.key}.log"
     shutil.copyfile(outcome.log_path, staging / log_rel)
     res = outcome.result or {}
@@ -300,16 +373,13 @@ def _run_job(
     if failure is not None:
         job.status, job.reason = "failed", failure
         rec["log_tail"] = outcome.log_tail()
-        if artifact.is_dir():
-            shutil.rmtree(artifact, ignore_errors=True)
-        else:
-            artifact.unlink(missing_ok=True)
-        return
+        _remove(artifact)
+        return None
     rec.update(path=rel.as_posix(), sha256=sha256_file(artifact), size_bytes=res["size_bytes"])
     if not res.get("verified"):
         job.status, job.reason = "unverified", res.get("unverified_reason")
         rec["unverified_reason"] = job.reason
-        return
+        return None
     produced = list(load_arrays(job_dir / "outputs.npz"))
     parity = compare(reference, produced, labels)
     rec["parity"] = parity.to_dict()
@@ -318,11 +388,83 @@ def _run_job(
     problems = intrinsic_problems(parity)
     if problems:
         job.status, job.reason = "failed", "; ".join(problems)
-        return
+        return None
     g = min(golden_count, count(eval_inputs))
     rec["selftest"] = {"atol": selftest_tolerance([r[:g] for r in reference],
                                                   [p[:g] for p in produced])}
     job.status = "ok"
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():  # bundle formats (.mlpackage)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _parity(record: dict[str, Any]) -> Parity:
+    d = record["parity"]
+    return Parity(**{**d, "shape_errors": tuple(d["shape_errors"]),
+                     "max_abs_error": float("inf") if d["max_abs_error"] is None
+                     else d["max_abs_error"],
+                     "mean_abs_error": float("inf") if d["mean_abs_error"] is None
+                     else d["mean_abs_error"]})
+
+
+def _climb(job: _Job, source_acc: float | None,
+           run: Callable[..., list[dict[str, Any]] | None], staging: Path, say: Log) -> None:
+    """The recovery ladder (see `ladder`) for a verified quantized target over its budget."""
+    assert job.backend is not None
+    backend = job.backend
+    budget = strictest(job.budgets)
+    broken = budget_problems(_parity(job.record), None, source_acc, budget)
+    if not broken:
+        return
+    say(f"{job.target.describe()}: {'; '.join(broken)}: climbing the recovery ladder")
+    ladder: list[dict[str, Any]] = [{
+        "rung": "plain", "precision": job.target.precision, "options": dict(job.target.options),
+        "status": "ok", "meets_budget": False, "problems": broken, **figures(job.record)}]
+    sensitivity = None
+    if "mixed" in backend.recovery:
+        probe = _Job(f"{job.key}~sensitivity", job.target, backend)
+        sensitivity = run(probe, analyze=True)
+        job.record["sensitivity"] = None if sensitivity is None else sensitivity[:10]
+    rungs = plan(backend.recovery, backend.precisions, job.target.precision,
+                 dict(job.target.options), sensitivity)
+    for i, rung in enumerate(rungs, 1):
+        attempt = _Job(f"{job.key}~{i}", Target(job.target.backend, rung.precision,
+                                                 rung.options), backend)
+        run(attempt)
+        problems = ([] if attempt.status != "ok"
+                    else budget_problems(_parity(attempt.record), None, source_acc, budget))
+        meets = attempt.status == "ok" and not problems
+        ladder.append({"rung": rung.name, "precision": rung.precision,
+                       "options": dict(rung.options), "status": attempt.status,
+                       "meets_budget": meets,
+                       "problems": problems or ([attempt.reason] if attempt.reason else []),
+                       **figures(attempt.record)})
+        say(f"{job.target.describe()}: rung {i} ({rung.name}): "
+            + ("meets the budget, ships" if meets else
+               "; ".join(ladder[-1]["problems"]) or attempt.status))
+        if meets:
+            _adopt(job, attempt, staging, rung)
+            break
+        if attempt.record.get("path"):
+            _remove(staging / attempt.record["path"])
+    job.record["ladder"] = ladder
+
+
+def _adopt(job: _Job, attempt: _Job, staging: Path, rung: Any) -> None:
+    """Ship `attempt`'s artifact under `job`'s name, with its figures."""
+    path = job.record["path"]
+    _remove(staging / path)
+    os.replace(staging / attempt.record["path"], staging / path)
+    kept = {k: job.record[k] for k in ("sensitivity",) if k in job.record}
+    job.record = {**attempt.record, **kept, "path": path,
+                  "shipped": {"rung": rung.name, "precision": rung.precision,
+                              "options": dict(rung.options)}}
+    job.predictions = attempt.predictions
 
 
 def _artifact_entry(job: _Job) -> dict[str, Any]:
@@ -347,6 +489,9 @@ def _artifact_entry(job: _Job) -> dict[str, Any]:
         "inspect": rec.get("inspect", {}),
         "log": rec.get("log"),
         "log_tail": rec.get("log_tail"),
+        "sensitivity": rec.get("sensitivity"),
+        "ladder": rec.get("ladder"),
+        "shipped": rec.get("shipped"),
     }
 
 
@@ -354,6 +499,7 @@ def _manifest(
     prepared: PreparedModel, profiles: list[Profile], jobs: dict[str, _Job], name: str,
     version: str, eval_inputs: Arrays, labels: np.ndarray | None, reference: list[np.ndarray],
     cal_inputs: Arrays | None, source_acc: float | None, golden_count: int, staging: Path,
+    cover: dict[str, Any] | None,
 ) -> dict[str, Any]:
     src = prepared.source
     g = min(golden_count, count(eval_inputs))
@@ -396,9 +542,7 @@ def _manifest(
             job = jobs[t.key]
             status, reasons = job.status, [job.reason] if job.reason else []
             if status == "ok":
-                parity = Parity(**{**job.record["parity"],
-                                   "shape_errors": tuple(job.record["parity"]["shape_errors"])})
-                broken = budget_problems(parity, job.record.get("size_bytes"), source_acc,
+                broken = budget_problems(_parity(job.record), job.record.get("size_bytes"), source_acc,
                                          p.budgets)
                 if broken:
                     status, reasons = "failed", broken
@@ -429,7 +573,7 @@ def _manifest(
                  "python": platform.python_version()},
         "toolchain": {d: lock[d] for d in sorted(distributions) if d in lock},
         "calibration": None if cal_inputs is None
-        else {"count": count(cal_inputs), "sha256": fingerprint(cal_inputs)},
+        else {"count": count(cal_inputs), "sha256": fingerprint(cal_inputs), "coverage": cover},
         "evaluation": evaluation,
         "golden": {"path": GOLDEN, "sha256": sha256_file(golden_path), "count": g,
                    "inputs": len(eval_inputs), "outputs": len(reference)},
