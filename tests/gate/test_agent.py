@@ -86,6 +86,12 @@ def test_refusals(agent, gate_releases, tmp_path):
     assert request(port, "DELETE", "/v1/files", token=None)[0] == 401
     status, body = request(port, "DELETE", "/v1/files", token="wrong")
     assert status == 403 and body["error"] == "wrong token"
+    # an upload refused for its token is answered, not cut off mid-body (the body is drained)
+    blob = os.urandom(2 * 1024 * 1024)
+    for _ in range(3):
+        status, body = request(port, "PUT", "/v1/files/x.onnx", blob,
+                               {"X-Content-Sha256": sha(blob)}, token="wrong")
+        assert status == 403 and body["error"] == "wrong token"
     # path traversal, raw and URL-encoded
     for name in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", ".hidden", "a/b"):
         status, body = request(port, "PUT", f"/v1/files/{name}", b"x",

@@ -40,6 +40,9 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_JSON = 8 * 1024 * 1024
 
 
+# a refused request's body up to this size is read and dropped before the answer
+DRAIN_BYTES = 16 * 1024 * 1024
+
 class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -96,18 +99,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str) -> None:
-        # the body may be unread: close the connection rather than parse garbage next
+    def _error(self, status: int, message: str, drain: bool = False) -> None:
+        # the body may be unread: close the connection rather than parse garbage next. With
+        # `drain` (a refusal before the body was read), a body of up to DRAIN_BYTES is read and
+        # dropped first, so a client still sending it (an upload with a wrong token) reads this
+        # answer instead of a broken pipe; a larger one is not read at all
         self.close_connection = True
+        raw = self.headers.get("Content-Length", "")
+        if drain and raw.isdigit() and 0 < int(raw) <= DRAIN_BYTES:
+            try:
+                self.rfile.read(int(raw))
+            except OSError:
+                pass
         self._reply(status, {"error": message})
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            self._error(HTTPStatus.UNAUTHORIZED, "missing bearer token")
+            self._error(HTTPStatus.UNAUTHORIZED, "missing bearer token", drain=True)
             return False
         if not hmac.compare_digest(header[7:].encode(), self.server.token.encode()):
-            self._error(HTTPStatus.FORBIDDEN, "wrong token")
+            self._error(HTTPStatus.FORBIDDEN, "wrong token", drain=True)
             return False
         return True
 
@@ -133,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         if not self.path.startswith("/v1/files/"):
-            self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}")
+            self._error(HTTPStatus.NOT_FOUND, f"no route {self.path}", drain=True)
             return
         from urllib.parse import unquote
 
@@ -141,11 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
         dest = self.server.file_path(name)
         if dest is None:
             self._error(HTTPStatus.BAD_REQUEST,
-                        f"refused file name {name!r}: plain names only (letters, digits, . _ -)")
+                        f"refused file name {name!r}: plain names only (letters, digits, . _ -)",
+                        drain=True)
             return
         want = (self.headers.get("X-Content-Sha256") or "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", want):
-            self._error(HTTPStatus.BAD_REQUEST, "X-Content-Sha256 header (64 hex digits) required")
+            self._error(HTTPStatus.BAD_REQUEST, "X-Content-Sha256 header (64 hex digits) required",
+                        drain=True)
             return
         n = self._length(self.server.max_upload_bytes)
         if n is None:
