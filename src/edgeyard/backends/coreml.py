@@ -31,15 +31,13 @@ import numpy as np
 
 from .._deps import require
 from ..engines.base import TensorSpec
+from ..engines.coreml import feature_spec
 from ..errors import ConversionError
 from ..model import SourceModel
 from .base import Backend, ConvertRequest, ConvertResult, host_os
 
 PALETTE_BITS = (1, 2, 3, 4, 6, 8)
 DEFAULT_TARGET = "iOS17"
-# Core ML's multiArray data types (FeatureTypes.proto) -> numpy dtype names
-_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32",
-                 131080: "int8"}
 
 
 class CoremlBackend(Backend):
@@ -181,9 +179,4 @@ def _load_spec(path: str | os.PathLike[str]) -> Any:
 
 
 def _specs(features: Any) -> list[TensorSpec]:
-    out = []
-    for f in features:
-        arr = f.type.multiArrayType
-        dtype = _ARRAY_DTYPES.get(arr.dataType, f"coreml:{arr.dataType}")
-        out.append(TensorSpec(f.name, tuple(int(d) for d in arr.shape), dtype))
-    return out
+    return [feature_spec(f) for f in features]

@@ -24,11 +24,11 @@ import shutil
 from typing import Any, ClassVar
 
 from .._deps import require
+from ..engines.tensorrt import RECIPE_KEY, read_recipe
 from ..errors import ConversionError
 from .base import Backend, ConvertRequest, ConvertResult
 from .onnx import OnnxBackend, source_to_onnx
 
-RECIPE_KEY = "edgeyard.tensorrt.recipe"
 DEFAULT_WORKSPACE_MB = 1024
 
 
@@ -60,16 +60,6 @@ def write_recipe(path: str | os.PathLike[str], recipe: dict[str, Any]) -> None:
     model.metadata_props.extend(kept)
     model.metadata_props.add(key=RECIPE_KEY, value=json.dumps(recipe, sort_keys=True))
     onnx.save(model, os.fspath(path))
-
-
-def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    onnx = require("onnx", extra="onnx")
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    for p in model.metadata_props:
-        if p.key == RECIPE_KEY:
-            recipe: dict[str, Any] = json.loads(p.value)
-            return recipe
-    raise ConversionError(f"{path} carries no TensorRT recipe ({RECIPE_KEY} metadata)")
 
 
 class TensorrtBackend(Backend):

@@ -76,18 +76,17 @@ def teacher_module(model: Any) -> Any:
 
 
 def split(train: Any, seed: int) -> tuple[Any, Any]:
-    """(fit, validation): a seeded 85/15 split of `(x, y)` or `x`."""
-    labelled = isinstance(train, tuple) and len(train) == 2 and np.asarray(train[1]).ndim == 1
-    x, y = (train if labelled else (train, None))
-    xs = x if isinstance(x, (tuple, list)) else (x,)
-    n = np.asarray(xs[0]).shape[0]
+    """(fit, validation): a seeded 85/15 split of `(x, y)` or `x`, in `distill()`'s forms."""
+    from .distill import _split
+
+    xs, y = _split(train)
+    n = xs[0].shape[0]
     perm = np.random.default_rng(seed).permutation(n)
     cut = n - max(1, round(n * VALIDATION_SHARE))
     parts = []
     for idx in (perm[:cut], perm[cut:]):
-        px = tuple(np.asarray(a)[idx] for a in xs)
-        px_out: Any = px if isinstance(x, (tuple, list)) else px[0]
-        parts.append((px_out, np.asarray(y)[idx]) if y is not None else px_out)
+        px = tuple(a[idx] for a in xs)
+        parts.append(px if y is None else (px, y[idx]))
     return parts[0], parts[1]
 
 

@@ -16,7 +16,9 @@ from .._deps import require
 from ..errors import EdgeyardError
 from .base import Engine, TensorSpec
 
-_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+# Core ML's multiArray data types (FeatureTypes.proto) -> numpy dtype names
+ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32",
+                131080: "int8"}
 
 
 class CoremlEngine(Engine):
@@ -33,8 +35,8 @@ class CoremlEngine(Engine):
         # threads: Core ML schedules its own work; compute units pick CPU / GPU / Neural Engine
         self._model = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.ALL)
         desc = self._model.get_spec().description
-        self.inputs = tuple(_spec(f) for f in desc.input)
-        self.outputs = tuple(_spec(f) for f in desc.output)
+        self.inputs = tuple(feature_spec(f) for f in desc.input)
+        self.outputs = tuple(feature_spec(f) for f in desc.output)
 
     def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = {s.name: np.ascontiguousarray(x, dtype=s.dtype)
@@ -46,7 +48,10 @@ class CoremlEngine(Engine):
         self._model = None
 
 
-def _spec(feature: object) -> TensorSpec:
+def feature_spec(feature: object) -> TensorSpec:
+    """A Core ML feature description (spec.description.input / output item) as a TensorSpec;
+    an unknown array type is named `coreml:<code>` so a comparison with the source fails."""
     arr = feature.type.multiArrayType  # type: ignore[attr-defined]
     return TensorSpec(feature.name,  # type: ignore[attr-defined]
-                      tuple(int(d) for d in arr.shape), _ARRAY_DTYPES.get(arr.dataType, "float32"))
+                      tuple(int(d) for d in arr.shape),
+                      ARRAY_DTYPES.get(arr.dataType, f"coreml:{arr.dataType}"))

@@ -14,6 +14,7 @@ This module has not run in edgeyard's CI: TensorRT is not installable there. Its
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,19 @@ from .._deps import require
 from .._hashing import sha256_file
 from ..errors import EdgeyardError
 from .base import Engine, TensorSpec, order_by_names
+
+RECIPE_KEY = "edgeyard.tensorrt.recipe"  # the ONNX metadata entry holding the engine recipe
+
+
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The engine recipe an edgeyard TensorRT artifact carries (written by the build)."""
+    onnx = require("onnx", extra="onnx")
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    for p in model.metadata_props:
+        if p.key == RECIPE_KEY:
+            recipe: dict[str, Any] = json.loads(p.value)
+            return recipe
+    raise EdgeyardError(f"{path} carries no TensorRT recipe ({RECIPE_KEY} metadata)")
 
 
 def cache_dir() -> Path:
@@ -72,8 +86,6 @@ class TensorrtEngine(Engine):
                  input_names: Sequence[str] | None = None,
                  output_names: Sequence[str] | None = None) -> None:
         super().__init__(path, threads, input_names, output_names)
-        from ..backends.tensorrt import read_recipe
-
         trt = require("tensorrt", purpose="building and running TensorRT engines")
         self._torch = torch = require("torch", extra="torch", purpose="CUDA buffers")
         if not torch.cuda.is_available():
