@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgeyard-installed
 NODEPS := tf_keras==2.21.0
 OUT ?= demo-out
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-other-cpu lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# the numeric tiers again as another processor would compute them: OpenBLAS forced to an older
+# kernel and numpy's SIMD paths beyond its baseline switched off (a test vector or expected value
+# that depends on the build machine's CPU fails here first)
+test-other-cpu: $(STAMP)
+	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Sandybridge} \
+	NPY_DISABLE_CPU_FEATURES="$$($(BIN)/python -c 'from numpy._core import _multiarray_umath as m; print(" ".join(f for f in m.__cpu_dispatch__ if m.__cpu_features__.get(f)))')" \
+	$(BIN)/python -m pytest -q tests/unit tests/telemetry tests/shims
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

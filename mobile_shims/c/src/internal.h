@@ -12,6 +12,7 @@ typedef struct ey_cursor {
     size_t i;
     double (*next)(struct ey_cursor *c);
     double a, b;  /* per-use parameters (a row's mean, max, total) */
+    const double *w; /* a random projection's direction */
     int dtype;
 } ey_cursor;
 

@@ -1,10 +1,11 @@
 /* A telemetry window and the analytical projections (window.py, projections.py in C).
  *
  * Each projection adds in the order numpy does (pairwise sums over a row, the float32 channel
- * mean in float32), so mean, std, min, max, channel mean, length, output mean, a top-1
- * confidence without softmax and the predicted class equal Python's bit for bit. Not bit for
- * bit (equal to ~1e-15 relative): random projections (numpy uses BLAS's summation order) and
- * everything after a softmax or a log (numpy's exp and log are its own SIMD code, not libm). */
+ * mean in float32), so mean, std, min, max, channel mean, length, output mean, random
+ * projections (products summed pairwise, as projections.py does instead of a BLAS product),
+ * a top-1 confidence without softmax and the predicted class equal Python's bit for bit, on
+ * any machine. Not bit for bit (within 1e-12 relative): everything after a softmax or a log
+ * (numpy's exp and log are its own SIMD code, picked by processor, not libm). */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -66,6 +67,13 @@ static double next_square(ey_cursor *c) /* (x - mean)^2, as numpy's var: subtrac
     return x * x;
 }
 
+static double next_product(ey_cursor *c) /* x * direction, as numpy's multiply */
+{
+    double x = elem(c->data, (ey_dtype)c->dtype, c->i) * c->w[c->i];
+    c->i++;
+    return x;
+}
+
 static double next_exp(ey_cursor *c) /* exp(z - max) */
 {
     return exp(elem(c->data, (ey_dtype)c->dtype, c->i++) - c->a);
@@ -122,6 +130,7 @@ static double project_row(const ey_signal_spec *s, const ey_tensor *t, int64_t r
     c.data = row;
     c.i = 0;
     c.dtype = (int)t->dtype;
+    c.w = NULL;
     switch (s->kind) {
     case EY_SIG_MEAN:
     case EY_SIG_OUTPUT_MEAN:
@@ -147,11 +156,10 @@ static double project_row(const ey_signal_spec *s, const ey_tensor *t, int64_t r
         for (i = 0; i < n; i++) k += elem(row, t->dtype, i) != 0;
         return k;
     }
-    case EY_SIG_RANDOM_PROJECTION: {
-        double acc = 0;
-        for (i = 0; i < n; i++) acc += elem(row, t->dtype, i) * s->direction[i];
-        return acc;
-    }
+    case EY_SIG_RANDOM_PROJECTION:
+        c.w = s->direction;
+        c.next = next_product;
+        return ey_pairwise_cursor(&c, n);
     case EY_SIG_TOP1_CONFIDENCE:
     case EY_SIG_ENTROPY:
         if (s->softmax) {

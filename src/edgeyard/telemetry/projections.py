@@ -5,7 +5,11 @@ Signals (one value per sample unless said otherwise):
 - per float input: `mean`, `std`, `min`, `max`; per channel `mean` for images ([N, C, H, W] with
   C <= 16); `length` (non-zero entries) for integer inputs such as token ids;
 - `random_projection`: a few fixed Gaussian directions (seeded, recorded in the manifest) of the
-  flattened input, scaled by 1/sqrt(dim): they see shifts the summary statistics miss;
+  flattened input, scaled by 1/sqrt(dim): they see shifts the summary statistics miss. Each is
+  an elementwise product summed by numpy's pairwise sum over the row, not a matrix product:
+  BLAS picks its kernel (and so its summation order) by processor, which made the values differ
+  in the last bits from one machine to the next; the pairwise order is fixed, and the C core
+  (mobile_shims/c) adds in the same order, so both agree bit for bit on every machine;
 - for classifiers: `top1_confidence` and `entropy` of the class probabilities (softmax applied to
   logits, as decided at build time from the source model's outputs), and the predicted class as
   an exact counter; for other outputs, the per-sample output mean;
@@ -96,8 +100,15 @@ class Projector:
                     n = sum(1 for t in spec["signals"] if t["kind"] == "random_projection"
                             and t["input"] == s["input"])
                     rng = np.random.default_rng(s["seed"])
-                    self._directions[key] = (rng.standard_normal((n, s["dim"]))
-                                             / np.sqrt(s["dim"])).T.copy()
+                    self._directions[key] = np.ascontiguousarray(
+                        rng.standard_normal((n, s["dim"])) / np.sqrt(s["dim"]))
+
+    def directions(self, signal: str) -> np.ndarray:
+        """The unit-scaled direction (length `dim`) of a `random_projection` signal."""
+        for s in self.spec["signals"]:
+            if s["name"] == signal and s["kind"] == "random_projection":
+                return self._directions[(s["input"], s["seed"])][s["index"]]
+        raise KeyError(f"{signal!r} is not a random_projection signal of this spec")
 
     def project(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray] | None
                 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -105,14 +116,14 @@ class Projector:
         flat: dict[int, np.ndarray] = {}
         probs: dict[int, np.ndarray] = {}
         values: dict[str, np.ndarray] = {}
-        rp_cache: dict[int, np.ndarray] = {}
         for s in self.spec["signals"]:
             kind = s["kind"]
             if "input" in s:
                 i = s["input"]
                 if i not in flat:
                     x = np.asarray(inputs[i])
-                    flat[i] = x.reshape(x.shape[0], -1).astype(np.float64, copy=False)
+                    # C order: numpy's row sums are then pairwise over each row, as in C
+                    flat[i] = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float64)
                 f = flat[i]
                 if kind == "mean":
                     values[s["name"]] = f.mean(axis=1)
@@ -128,9 +139,9 @@ class Projector:
                 elif kind == "length":
                     values[s["name"]] = np.count_nonzero(f, axis=1).astype(np.float64)
                 elif kind == "random_projection":
-                    if i not in rp_cache:
-                        rp_cache[i] = f @ self._directions[(i, s["seed"])]
-                    values[s["name"]] = rp_cache[i][:, s["index"]]
+                    # product, then numpy's pairwise row sum: no BLAS, same order everywhere
+                    d = self._directions[(i, s["seed"])][s["index"]]
+                    values[s["name"]] = (f * d).sum(axis=1)
             elif outputs is not None:
                 j = s["output"]
                 o = np.asarray(outputs[j], dtype=np.float64)
