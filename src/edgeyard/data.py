@@ -70,8 +70,16 @@ def check_arrays(arrays: Arrays, specs: Sequence[TensorSpec], what: str) -> Arra
 
 
 def collect(batches: Any, specs: Sequence[TensorSpec], what: str) -> Arrays:
-    """Concatenate an iterable of batches (or one array set) into one array per input."""
+    """Concatenate an iterable of batches (or one array set) into one array per input.
+
+    One array set: an array, a dict by input name, or, for a model with several inputs, a
+    tuple/list of one array per input (each [samples, *shape]); anything else iterable is read
+    as batches, each one of those forms."""
     if isinstance(batches, (np.ndarray, dict)) or hasattr(batches, "detach"):
+        return check_arrays(as_arrays(batches, specs), specs, what)
+    if (len(specs) > 1 and isinstance(batches, (tuple, list)) and len(batches) == len(specs)
+            and all(hasattr(b, "shape") and len(b.shape) == len(s.shape)
+                    for b, s in zip(batches, specs, strict=True))):
         return check_arrays(as_arrays(batches, specs), specs, what)
     parts: list[Arrays] = []
     for i, b in enumerate(batches):

@@ -2,16 +2,17 @@
 
 `prepare()` writes the source into the build's work directory in a form every converter child
 process can read without the user's Python code (a `torch.export` program, an ONNX file, a
-`.keras` file), records input/output specs and a content hash, and keeps a reference predictor
-(the source model itself) that verification compares every artifact against.
+TensorFlow SavedModel for Keras), records input/output specs and a content hash, and keeps a
+reference predictor (the source model itself) that verification compares every artifact against.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ class SourceModel:
 class PreparedModel:
     source: SourceModel
     _predict: Callable[[Arrays], Sequence[np.ndarray]]
+    # what prepare() changed to capture the model (an attention implementation swapped for an
+    # export-friendly one, a decomposition...): recorded in the manifest's model.changes
+    changes: list[str] = field(default_factory=list)
 
     def predict(self, inputs: Arrays) -> list[np.ndarray]:
         """The source model's outputs on `inputs`, in chunks of the model's batch size."""
@@ -78,12 +82,14 @@ class PreparedModel:
 def detect_format(model: Any) -> str:
     """'torch', 'onnx' or 'keras' for a model object or file, without importing frameworks."""
     if isinstance(model, (str, os.PathLike)):
+        if _is_saved_model(Path(model)):
+            return "keras"
         suffix = Path(model).suffix.lower()
         formats = {".onnx": "onnx", ".pt2": "torch", ".keras": "keras"}
         if suffix not in formats:
             raise ModelError(
                 f"cannot build from {os.fspath(model)!r}: expected a .onnx file, a .pt2 file "
-                f"(torch.export.save) or a .keras file"
+                f"(torch.export.save), a .keras file or a SavedModel directory"
             )
         return formats[suffix]
     mods = [c.__module__ for c in type(model).__mro__]
@@ -232,34 +238,123 @@ def _prepare_onnx(path: Path, example_inputs: Any, workdir: Path) -> PreparedMod
 # --- keras -------------------------------------------------------------------------------------
 
 
+def _is_saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").exists()
+
+
 def _prepare_keras(model: Any, example_inputs: Any, workdir: Path) -> PreparedModel:
-    keras = require("keras", extra="tflite", purpose="building from a Keras model")
-    dest = workdir / "source.keras"
+    """Any Keras model (functional, sequential, subclassed, custom layers) or a SavedModel
+    directory, written as a SavedModel: the graph and weights without the user's Python classes,
+    so the converter children (and other machines) can load it. A `.keras` file needs its classes
+    to load, so it is read here, in the user's process, and exported."""
+    tf = require("tensorflow", extra="tflite", purpose="building from a Keras model")
+    dest = workdir / "source.savedmodel"
+    shutil.rmtree(dest, ignore_errors=True)
+    given = as_arrays(example_inputs) if example_inputs is not None else None
     if isinstance(model, (str, os.PathLike)):
-        try:
-            model = keras.models.load_model(os.fspath(model))
-        except Exception as exc:
-            raise ModelError(f"could not load Keras model {os.fspath(model)!r}: {exc}") from None
-    model.save(os.fspath(dest))
-    if example_inputs is not None:
-        ex = as_arrays(example_inputs)
+        path = Path(model)
+        if _is_saved_model(path):
+            shutil.copytree(path, dest)
+            model = None
+        else:
+            keras = require("keras", extra="tflite")
+            try:
+                model = keras.models.load_model(os.fspath(path))
+            except Exception as exc:
+                raise ModelError(
+                    f"could not load Keras model {os.fspath(path)!r} ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); a "
+                    f"model with custom classes loads only where they are importable: pass the "
+                    f"model object, or a SavedModel directory (model.export(dir))") from None
+    if model is not None:
+        _export_keras(tf, model, given, dest)
+    loaded = tf.saved_model.load(os.fspath(dest))
+    serve = getattr(loaded, "serve", None) or loaded.signatures["serving_default"]
+    specs = _flat_specs(tf, serve)
+    if not specs:
+        raise ModelError("the Keras model's serving function takes no tensor inputs")
+    if given is not None:
+        if len(given) != len(specs):
+            raise ModelError(f"example_inputs has {len(given)} array(s); the Keras model takes "
+                             f"{len(specs)} input(s) ({', '.join(n for n, _ in specs)})")
+        shapes = [tuple(a.shape) for a in given]
     else:
-        ex = tuple(
-            np.zeros([d if d is not None else 1 for d in t.shape], dtype=str(t.dtype))
-            for t in model.inputs
-        )
-    names = [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
-    inputs = tuple(
-        TensorSpec(n, tuple(a.shape), a.dtype.name) for n, a in zip(names, ex, strict=True)
-    )
+        shapes = [tuple(1 if d is None else d for d in spec.shape) for _, spec in specs]
+    inputs = tuple(TensorSpec(n, shape, spec.dtype.as_numpy_dtype().dtype.name)
+                   for (n, spec), shape in zip(specs, shapes, strict=True))
+    fn = model
 
     def predict(arrays: Arrays) -> list[np.ndarray]:
-        out = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
+        if fn is not None:
+            out = fn(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
+        else:
+            out = _call_serve(serve, arrays, len(specs))
+        if isinstance(out, dict):
+            out = [out[k] for k in sorted(out)]
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [np.asarray(o) for o in outs]
 
-    outputs = _output_specs(predict(ex))
-    h = hashlib.sha256(model.to_json().encode())
+    example = tuple(np.zeros(s.shape, dtype=s.dtype) for s in inputs)
+    outs = predict(example)
+    # the names the SavedModel's serving signature gives its outputs (and every artifact too)
+    outputs = tuple(TensorSpec(f"output_{i}", tuple(o.shape), o.dtype.name)
+                    for i, o in enumerate(outs))
+    return PreparedModel(SourceModel("keras", dest, inputs, outputs, _keras_hash(model, dest)),
+                         predict)
+
+
+def _export_keras(tf: Any, model: Any, given: Arrays | None, dest: Path) -> None:
+    """model.export(dest); a subclassed model (no `inputs`) gets a signature from the examples."""
+    try:
+        declared = model.inputs
+    except AttributeError:  # a subclassed keras.Model: its inputs are what it is called with
+        declared = None
+    signature = None
+    if not declared:
+        if given is None:
+            raise ModelError(f"a subclassed Keras model ({type(model).__name__}) declares no "
+                             f"inputs: pass example_inputs=(x,) to fix them")
+        if not model.built:
+            model(list(given) if len(given) > 1 else given[0], training=False)
+        specs = [tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)) for a in given]
+        signature = [specs] if len(specs) > 1 else specs
+    try:
+        model.export(os.fspath(dest), format="tf_saved_model", verbose=False,
+                     input_signature=signature)
+    except Exception as exc:
+        raise ModelError(f"could not export the Keras model as a SavedModel "
+                         f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]})"
+                         ) from None
+
+
+def _flat_specs(tf: Any, serve: Any) -> list[tuple[str, Any]]:
+    fns = getattr(serve, "concrete_functions", None)
+    concrete = fns[0] if fns else serve
+    args, kwargs = concrete.structured_input_signature
+    flat = tf.nest.flatten((args, kwargs))
+    return [(s.name or f"input_{i}", s) for i, s in enumerate(flat)
+            if isinstance(s, tf.TensorSpec)]
+
+
+def _call_serve(serve: Any, arrays: Arrays, n: int) -> Any:
+    fns = getattr(serve, "concrete_functions", None)
+    args, _ = (fns[0] if fns else serve).structured_input_signature
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):  # one list argument
+        return serve(list(arrays))
+    return serve(*arrays)
+
+
+def _keras_hash(model: Any, dest: Path) -> str:
+    h = hashlib.sha256()
+    if model is None:  # a SavedModel: its graph and variables, file by file
+        for f in sorted(p for p in dest.rglob("*") if p.is_file()):
+            h.update(f.relative_to(dest).as_posix().encode())
+            h.update(f.read_bytes())
+        return h.hexdigest()
+    try:
+        h.update(model.to_json().encode())
+    except Exception:  # a subclassed model without get_config: its class and weights
+        h.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     for w in model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
-    return PreparedModel(SourceModel("keras", dest, inputs, outputs, h.hexdigest()), predict)
+    return h.hexdigest()

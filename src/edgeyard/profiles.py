@@ -14,7 +14,7 @@ import json
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -38,14 +38,57 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class OutputBudget:
+    """The fidelity budget of one output (see `edgeyard.build.fidelity` for the metrics)."""
+
+    min_cosine: float | None = 0.99  # mean per-sample cosine against the source's output
+    min_cosine_p1: float | None = None  # its 1st percentile (the worst 1% of samples)
+    min_sqnr_db: float | None = None
+
+
+FIDELITY_KEYS = ("min_cosine", "min_cosine_p1", "min_sqnr_db")
+
+
+@dataclass(frozen=True)
 class Budgets:
-    """Limits an artifact must meet on this device; `None` means no limit."""
+    """Limits an artifact must meet on this device; `None` means no limit.
+
+    Fidelity budgets (`min_cosine`, `min_cosine_p1`, `min_sqnr_db`) apply to every output of
+    the model; `outputs` overrides them per output name (e.g. a looser cosine for an auxiliary
+    head): `{"logits": {"min_cosine": 0.98}}`.
+    """
 
     max_size_mb: float | None = None
     max_latency_p90_ms: float | None = None
     max_peak_memory_mb: float | None = None
     max_accuracy_drop: float = 0.02
     min_agreement: float = 0.97
+    min_cosine: float | None = 0.99
+    min_cosine_p1: float | None = None
+    min_sqnr_db: float | None = None
+    outputs: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def for_output(self, name: str) -> OutputBudget:
+        own = self.outputs.get(name, {})
+        return OutputBudget(**{k: own.get(k, getattr(self, k)) for k in FIDELITY_KEYS})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "outputs"}
+        if self.outputs:
+            d["outputs"] = {n: dict(v) for n, v in self.outputs.items()}
+        return d
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> Budgets:
+        """These budgets with `overrides` (a [budgets] table, validated) laid over them."""
+        if not overrides:
+            return self
+        parsed = parse_budgets(overrides, "budgets")
+        given = {k: getattr(parsed, k) for k in overrides if k != "outputs"}
+        outputs = {n: dict(v) for n, v in self.outputs.items()}
+        for n, v in parsed.outputs.items():
+            outputs[n] = {**outputs.get(n, {}), **v}
+        return replace(self, **given, outputs=MappingProxyType(outputs))
 
 
 @dataclass(frozen=True)
@@ -85,7 +128,7 @@ class Profile:
                 k: list(v) if isinstance(v, tuple) else v
                 for k, v in self.hardware.__dict__.items()
             },
-            "budgets": dict(self.budgets.__dict__),
+            "budgets": self.budgets.to_dict(),
             "targets": [
                 {"backend": t.backend, "precision": t.precision, "options": dict(t.options)}
                 for t in self.targets
@@ -119,7 +162,12 @@ _BUDGETS = {
     "max_peak_memory_mb": (_NUM, False),
     "max_accuracy_drop": (_NUM, False),
     "min_agreement": (_NUM, False),
+    "min_cosine": (_NUM, False),
+    "min_cosine_p1": (_NUM, False),
+    "min_sqnr_db": (_NUM, False),
+    "outputs": ((dict,), False),
 }
+_OUTPUT_BUDGET = {k: (_NUM, False) for k in FIDELITY_KEYS}
 _TARGET = {
     "backend": ((str,), True),
     "precision": ((str,), True),
@@ -150,6 +198,34 @@ def _check_table(where: str, table: Mapping[str, Any], spec: Mapping[str, Any]) 
             )
 
 
+def _check_fractions(where: str, table: Mapping[str, Any]) -> None:
+    for key in ("max_accuracy_drop", "min_agreement", "min_cosine", "min_cosine_p1"):
+        if key in table and not -1 <= table[key] <= 1:
+            raise ProfileError(
+                f"{where}: {key} is a fraction between 0 and 1 (got {table[key]}); "
+                f"write 2 points as 0.02"
+            )
+
+
+def parse_budgets(b: Mapping[str, Any], where: str) -> Budgets:
+    """A [budgets] table (with optional [budgets.outputs.NAME] tables), validated."""
+    _check_table(where, b, _BUDGETS)
+    for key, value in b.items():
+        if key not in ("outputs", "min_sqnr_db", "min_cosine", "min_cosine_p1") and value < 0:
+            raise ProfileError(f"{where}: {key} must be >= 0 (got {value})")
+    _check_fractions(where, b)
+    outputs: dict[str, dict[str, float]] = {}
+    for name, table in b.get("outputs", {}).items():
+        if not isinstance(table, dict):
+            raise ProfileError(f"{where}: outputs.{name} must be a table of "
+                               f"{', '.join(FIDELITY_KEYS)} (got {table!r})")
+        _check_table(f"{where} outputs.{name}", table, _OUTPUT_BUDGET)
+        _check_fractions(f"{where} outputs.{name}", table)
+        outputs[name] = {k: float(v) for k, v in table.items()}
+    return Budgets(**{k: float(v) for k, v in b.items() if k != "outputs"},
+                   outputs=MappingProxyType(outputs))
+
+
 def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Profile:
     """Validate a profile's TOML table and build the frozen `Profile`."""
     _check_table(source, data, _TOP)
@@ -165,18 +241,7 @@ def parse_profile(data: Mapping[str, Any], *, source: str = "<profile>") -> Prof
         **{k: v for k, v in hw.items() if k != "accelerators"},
         accelerators=tuple(hw.get("accelerators", ())),
     )
-    b = data.get("budgets", {})
-    _check_table(f"{source} [budgets]", b, _BUDGETS)
-    for key, value in b.items():
-        if value < 0:
-            raise ProfileError(f"{source} [budgets]: {key} must be >= 0 (got {value})")
-    for key in ("max_accuracy_drop", "min_agreement"):
-        if key in b and b[key] > 1:
-            raise ProfileError(
-                f"{source} [budgets]: {key} is a fraction between 0 and 1 (got {b[key]}); "
-                f"write 2 points as 0.02"
-            )
-    budgets = Budgets(**{k: float(v) for k, v in b.items()})
+    budgets = parse_budgets(data.get("budgets", {}), f"{source} [budgets]")
 
     if not data["targets"]:
         raise ProfileError(f"{source}: 'targets' is empty; list at least one [[targets]] table")
@@ -234,8 +299,6 @@ def load_profile_file(path: str | os.PathLike[str]) -> Profile:
 
 
 def _with_path(profile: Profile, path: Path) -> Profile:
-    from dataclasses import replace
-
     return replace(profile, path=path)
 
 

@@ -118,9 +118,16 @@ class Release:
         return [(p, e) for p, e in self.rows() if e["status"] == "failed"]
 
     @property
+    def nothing_to_ship(self) -> list[str]:
+        """Profiles none of whose targets is OK or UNVERIFIED (built, not runnable here)."""
+        return [p for p in self.profiles
+                if not any(e["status"] in ("ok", "unverified") for e in self.chain(p))]
+
+    @property
     def ok(self) -> bool:
-        """True when no target failed (skipped and unverified targets are not failures)."""
-        return not self.failed
+        """True when no target failed and every profile has something to ship (skipped and
+        unverified targets are not failures, but a profile with only those has no engine)."""
+        return not self.failed and not self.nothing_to_ship
 
     def golden(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Golden inputs and the source model's outputs on them."""
@@ -181,8 +188,8 @@ class Release:
         if src_acc is not None:
             head += f"  (source model accuracy {100 * src_acc:.2f}% on "
             head += f"{self.manifest['evaluation']['count']} held-out samples)"
-        cols = ["profile", "backend", "precision", "size", "max|err|", "agree", "accuracy",
-                "status"]
+        cols = ["profile", "backend", "precision", "size", "cosine", "max|err|", "agree",
+                "accuracy", "status"]
         table = [cols]
         for profile, e in self.rows():
             p = e.get("parity") or {}
@@ -199,6 +206,7 @@ class Release:
                 e["backend"],
                 e["precision"],
                 "-" if size is None else _human(size),
+                _cosine(p),
                 _err(p),
                 "-" if p.get("top1_agreement") is None else f"{100 * p['top1_agreement']:.1f}%",
                 acc_s,
@@ -208,10 +216,31 @@ class Release:
         lines = [head]
         for r in table:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        for profile, e in self.rows():
+            task = (e.get("parity") or {}).get("task")
+            if task:
+                src = task.get("source_value")
+                lines.append(f"  {profile} {e['backend']}/{e['precision']}: {task['name']} "
+                             f"{task['value']:.4f}" + ("" if src is None else f" (source {src:.4f})"))
+        for profile in self.nothing_to_ship:
+            why = "; ".join(f"{e['backend']}/{e['precision']} {e['status']}: "
+                            f"{'; '.join(e.get('reasons') or []) or '-'}"
+                            for e in self.chain(profile))
+            lines.append(f"{profile}: nothing to ship ({why})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"Release({self.name!r}, {self.version!r}, path={str(self.path)!r})"
+
+
+def _cosine(parity: dict[str, Any]) -> str:
+    """The lowest mean cosine over the outputs."""
+    vals = [o.get("cosine_mean") for o in (parity.get("outputs") or {}).values()]
+    if not vals:
+        return "-"
+    if None in vals:
+        return "non-finite"
+    return f"{min(vals):.5f}"
 
 
 def _err(parity: dict[str, Any]) -> str:

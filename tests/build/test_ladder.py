@@ -2,8 +2,11 @@
 
 `digits.with_outlier_channel` computes the same function as the trained CNN, but one channel of
 the first conv's output is 300x the others; per-tensor int8 activations then round every other
-channel to zero and plain int8 loses 10-20 accuracy points on every backend. The ladder must
-find the cause and ship an artifact within the profile's budget, recording every rung.
+channel to zero and static int8 loses 10-20 accuracy points on every backend (ONNX Runtime's
+dynamic recipe too; ExecuTorch's dynamic one leaves convolutions in float and survives, so that
+target's search is narrowed to static here). With no recipe within the budget the ladder must
+find the cause and ship an artifact within the profile's budget, recording every rung. A pinned
+recipe is not rescued: it FAILS with its figures.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ def outlier_release(digits_module, digits_data, digits_cnn, tmp_path_factory):
     d = digits_data
     model = digits_module.with_outlier_channel(digits_cnn, d)
     tmp = tmp_path_factory.mktemp("ladder")
-    write_profile(tmp / "profiles", "strict", [("onnx", "int8"), ("executorch", "int8")],
+    write_profile(tmp / "profiles", "strict",
+                  [("onnx", "int8"), ("executorch", "int8", {"recipes": ["static"]}),
+                   ("onnx", "int8", {"recipe": "static"})],
                   budgets="max_accuracy_drop = 0.02\nmin_agreement = 0.97")
     return edgeyard.build(model, example_inputs=(d.x_eval[:1],), profiles=["strict"],
                           calibration=d.x_calib, evaluation=(d.x_eval, d.y_eval),
@@ -33,6 +38,10 @@ def outlier_release(digits_module, digits_data, digits_cnn, tmp_path_factory):
 
 def test_onnx_recovers_by_keeping_the_sensitive_layers_in_float(outlier_release):
     a = outlier_release.artifacts["onnx-int8"]
+    # neither recipe meets the budget: the static one stays and the ladder climbs from it
+    assert [(r["recipe"], r["meets_budget"]) for r in a["recipes"]] == [("static", False),
+                                                                      ("dynamic", False)]
+    assert a["recipe"]["name"] == "static" and "ladder" in a["recipe"]["chosen_by"]
     plain, *rungs = a["ladder"]
     src = outlier_release.manifest["evaluation"]["source_accuracy"]
     assert plain["rung"] == "plain" and not plain["meets_budget"]
@@ -51,8 +60,23 @@ def test_onnx_recovers_by_keeping_the_sensitive_layers_in_float(outlier_release)
     assert a["size_bytes"] < 0.5 * 616_000  # still mostly int8: far smaller than fp32
 
 
+def _target(release, backend, options):
+    return next(a for a in release.artifacts.values()
+                if a["backend"] == backend and a["options"] == options)
+
+
+def test_a_pinned_recipe_is_not_rescued(outlier_release):
+    a = _target(outlier_release, "onnx", {"recipe": "static"})
+    assert a["recipe"] == {"name": "static", "chosen_by": "pinned by the target"}
+    src = outlier_release.manifest["evaluation"]["source_accuracy"]
+    assert a["ladder"] is None and a["parity"]["accuracy"] < src - 0.05
+    entry = outlier_release.chain("strict")[2]
+    assert entry["status"] == "failed" and any("accuracy drop" in r for r in entry["reasons"])
+
+
 def test_executorch_climbs_through_quantization_aware_fine_tuning(outlier_release):
-    a = outlier_release.artifacts["executorch-int8"]
+    a = _target(outlier_release, "executorch", {"recipes": ["static"]})
+    assert a["recipe"]["name"] == "static" and a["recipe"]["chosen_by"] == "the only candidate"
     plain, qat, *_ = a["ladder"]
     assert not plain["meets_budget"]
     # QAT distilled from the float model wins back most of the loss (on this model it lands
@@ -70,10 +94,10 @@ def test_executorch_climbs_through_quantization_aware_fine_tuning(outlier_releas
 
 def test_the_recovered_release_is_consistent_and_serves(outlier_release):
     rel = outlier_release
-    assert rel.ok and rel.verify_files() == []
-    assert [e["status"] for e in rel.chain("strict")] == ["ok", "ok"]
+    assert rel.verify_files() == []
+    assert [e["status"] for e in rel.chain("strict")] == ["ok", "ok", "failed"]
     files = sorted(p.name for p in (rel.path / "artifacts").iterdir())
-    assert len(files) == 2 and not any("~" in f for f in files)  # rung attempts are cleaned up
+    assert len(files) == 3 and not any("~" in f for f in files)  # attempts are cleaned up
     from edgeyard.runtime import Runtime
 
     rt = Runtime.from_release(rel.path, "strict", allow_unsigned=True)

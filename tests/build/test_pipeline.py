@@ -36,8 +36,9 @@ precision = "fp32"
 """
 
 
-def target(backend, precision="fp32"):
-    return f'[[targets]]\nbackend = "{backend}"\nprecision = "{precision}"\n'
+def target(backend, precision="fp32", options=""):
+    text = f'[[targets]]\nbackend = "{backend}"\nprecision = "{precision}"\n'
+    return text + (f"options = {{ {options} }}\n" if options else "")
 
 
 @pytest.fixture
@@ -90,15 +91,21 @@ def test_each_broken_target_fails_alone(tmp_path, tiny_model, tiny_data, fault_b
     assert "SKIPPED" in summary
 
 
-def test_int8_without_calibration_fails_that_target_only(tmp_path, tiny_model, tiny_data):
+def test_int8_without_calibration(tmp_path, tiny_model, tiny_data):
+    """No calibration data: int8 is made by the recipe that needs none (dynamic), the static one
+    is recorded as left out; a target that pins static fails alone, saying why."""
     release = edgeyard.build(
         tiny_model, profiles=["q"], evaluation=tiny_data, out=tmp_path / "rel",
-        profile_dirs=[profile_dir(tmp_path, target("onnx", "int8"), "q")], log=None,
+        profile_dirs=[profile_dir(tmp_path, target("onnx", "int8")
+                                  + target("onnx", "int8", 'recipe = "static"'), "q")], log=None,
     )
-    chain = release.chain("q")
-    assert chain[0]["status"] == "ok"
-    assert chain[1]["status"] == "failed"
-    assert "int8 needs calibration data" in chain[1]["reason"]
+    plain, dynamic, pinned = release.chain("q")
+    assert plain["status"] == "ok"
+    assert dynamic["status"] == "ok" and dynamic["recipe"]["name"] == "dynamic"
+    assert dynamic["recipes"][0]["recipe"] == "static"
+    assert "needs calibration data" in dynamic["recipes"][0]["problems"][0]
+    assert pinned["status"] == "failed"
+    assert "onnx/int8 needs calibration data" in pinned["reason"]
 
 
 def test_unknown_profile_stops_before_any_work(tmp_path, tiny_model, tiny_data):
@@ -161,10 +168,10 @@ def test_cli_build_exit_codes(tmp_path, tiny_model):
     assert r.returncode == 0, r.stderr
     assert "SKIPPED" in r.stdout and "converts from torch models" in r.stdout
     # a failed target: exit 1
-    profile_dir(tmp_path, target("onnx", "int8"), "int8")
+    profile_dir(tmp_path, target("onnx", "int8", 'recipe = "static"'), "int8")
     r = cli("build", str(write_config(tmp_path, tiny_model, ["int8"], calibration=False)))
     assert r.returncode == 1
-    assert "FAILED: int8 needs calibration data" in r.stdout
+    assert "FAILED: onnx/int8 needs calibration data" in r.stdout
     # bad input stops the command: exit 2 with one clear line, no traceback
     (tmp_path / "tiny.onnx").write_bytes(b"junk")
     r = cli("build", str(write_config(tmp_path, tiny_model, ["skips"])))

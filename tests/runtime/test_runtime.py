@@ -227,7 +227,10 @@ def test_soak_10000_calls_4_threads_random_faults(signed_release):
 
     rt = Runtime.from_release(signed_release["path"], "phone", signed_release["public"],
                               wrap_engine=wrap,
-                              breaker=BreakerPolicy(failures=2, cooloff_s=0.02))
+                              # faults, not latency, are under test: on a loaded machine the
+                              # healthy engine's p90 passes the profile's 5 ms and demotes it
+                              breaker=BreakerPolicy(failures=2, cooloff_s=0.02,
+                                                    latency_min_calls=10**9))
     d = signed_release["data"]
     errors, answers = [], [0] * 4
 

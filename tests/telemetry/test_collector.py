@@ -219,3 +219,14 @@ def test_a_very_fast_model_is_sampled_and_every_call_still_counted(telemetry_rel
     assert 3_500 < sampled < 9_500
     assert m["edgeyard.input.input.mean"].exponential_histogram.data_points[0].count == sampled
     col.close(flush=False)
+
+
+def test_a_window_being_written_is_never_pending(tmp_path):
+    """A `.tmp-` file (a window mid-write) is not offered to the uploader: taking it sent half a
+    window, and the writer's rename then failed (seen under load in `make test`)."""
+    from edgeyard.telemetry.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    done = spool.put("a" * 32, b"whole")
+    (spool.dir / f".tmp-{time.time_ns():020d}-{'b' * 32}.pb").write_bytes(b"ha")
+    assert spool.pending() == [done]

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ import numpy as np
 
 from .._deps import install_command, missing
 from ..engines.base import Engine, load_engine
+from ..errors import ConversionError
 from ..model import SourceModel
 
 
@@ -46,6 +49,18 @@ class ConvertResult:
     # set when this artifact cannot run on the build host (cross-compiled for another CPU):
     # the target is then UNVERIFIED with this reason instead of being loaded and compared
     runs_elsewhere: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way a backend makes a precision (e.g. int8 with static or with dynamic activation
+    quantization). `kind` ("static", "dynamic") is what the selection rule for remote devices
+    reads; `needs_calibration`: it cannot run without the build's calibration data."""
+
+    name: str
+    kind: str
+    description: str
+    needs_calibration: bool = False
 
 
 class Backend(ABC):
@@ -87,6 +102,22 @@ class Backend(ABC):
         """Why this host cannot load the artifacts (no GPU, wrong OS), or None when it can."""
         return None
 
+    def recipes(self, precision: str) -> tuple[Recipe, ...]:
+        """The candidate recipes for `precision`, in this backend's default order; empty when
+        it has one way only. A build tries every candidate and ships the fastest within the
+        fidelity budgets; a target pins one with the option `recipe = "<name>"`."""
+        return ()
+
+    def needs_calibration(self, precision: str, options: Mapping[str, Any]) -> bool:
+        """Whether this target cannot be built without calibration data."""
+        cands = self.recipes(precision)
+        pinned = options.get("recipe")
+        if pinned is not None:
+            return any(r.needs_calibration for r in cands if r.name == pinned)
+        if cands:
+            return all(r.needs_calibration for r in cands)
+        return precision == "int8"
+
     @abstractmethod
     def convert(self, request: ConvertRequest) -> ConvertResult: ...
 
@@ -106,3 +137,45 @@ class Backend(ABC):
 
 def host_os() -> str:
     return platform.system().lower()
+
+
+@dataclass(frozen=True)
+class ConversionPath:
+    """One way to produce an artifact (e.g. "litert-torch", or "torch.onnx.export -> onnx2tf"):
+    `run()` writes the artifact and returns the converter's details; `unavailable` says why the
+    path cannot be tried here (a missing tool), and it is skipped."""
+
+    name: str
+    run: Callable[[], dict[str, Any]]
+    unavailable: str | None = None
+
+
+def first_path(paths: Sequence[ConversionPath], details: dict[str, Any]) -> None:
+    """Try `paths` in order until one converts. `details` records the path that produced the
+    artifact (`path`), each path that failed with its error (`paths_failed`) and each skipped
+    with its reason (`paths_skipped`); when every path fails, `ConversionError` lists them all."""
+    failed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for p in paths:
+        if p.unavailable:
+            skipped[p.name] = p.unavailable
+            continue
+        try:
+            details.update(p.run())
+        except Exception as exc:  # one path's failure is the next one's turn
+            traceback.print_exc()
+            first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+            failed[p.name] = f"{type(exc).__name__}: {first}"
+            print(f"edgeyard: conversion path {p.name!r} failed ({failed[p.name]}); "
+                  f"trying the next one", file=sys.stderr, flush=True)
+            continue
+        details["path"] = p.name
+        if failed:
+            details["paths_failed"] = failed
+        if skipped:
+            details["paths_skipped"] = skipped
+        return
+    tried = [f"{n}: {e}" for n, e in failed.items()] + [f"{n} skipped: {r}"
+                                                         for n, r in skipped.items()]
+    raise ConversionError("every conversion path failed: " + "; ".join(tried) if tried
+                          else "no conversion path for this model")

@@ -65,7 +65,10 @@ class CoremlBackend(Backend):
             raise ConversionError(f"palettize_bits must be one of {PALETTE_BITS} (got {bits})")
         src = request.source
         example = src.example_inputs()
-        inputs = [ct.TensorType(name=s.name, shape=a.shape, dtype=a.dtype.type)
+        # Core ML has no 64-bit integer tensors: int64 inputs (token ids) are taken as int32,
+        # which the engine casts to
+        inputs = [ct.TensorType(name=s.name, shape=a.shape,
+                                dtype=np.int32 if a.dtype == np.int64 else a.dtype.type)
                   for s, a in zip(src.inputs, example, strict=True)]
         outputs = [ct.TensorType(name=s.name, dtype=np.dtype(s.dtype).type) for s in src.outputs]
         precision = ct.precision.FLOAT32 if request.precision == "fp32" else ct.precision.FLOAT16
@@ -96,6 +99,8 @@ class CoremlBackend(Backend):
             raise ConversionError("the .mlpackage does not match the source model: "
                                   + "; ".join(problems))
         details["structural_validation"] = "passed"
+        if any(s.dtype == "int64" for s in src.inputs):
+            details["int64_inputs"] = "taken as int32 (Core ML has no 64-bit integer tensors)"
         return ConvertResult(request.out_path, details)
 
     def inspect(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -129,7 +134,7 @@ def validate(path: str | os.PathLike[str], source: SourceModel,
                             f"{[s.name for s in want]}")
             continue
         for g, w in zip(got, want, strict=True):
-            if g.dtype != w.dtype:
+            if g.dtype != w.dtype and (g.dtype, w.dtype) != ("int32", "int64"):
                 problems.append(f"{kind} {w.name}: dtype {g.dtype} != source {w.dtype}")
             # a dimension the source leaves dynamic (-1) is fixed in the artifact
             if len(g.shape) != len(w.shape) or any(
@@ -159,16 +164,32 @@ def _convert(ct: Any, src: SourceModel, example: tuple[Any, ...], kwargs: dict[s
         fresh = tuple(torch.empty(a.shape, dtype=torch.from_numpy(a).dtype).copy_(
             torch.from_numpy(a)) for a in example)
         ep = torch.export.export(ep.module(), fresh)
-        mlmodel = ct.convert(ep.run_decompositions({}), **kwargs)
-        details["frontend"] = "torch.export"
-        return mlmodel
-    except Exception as exc:  # an op the exporter frontend lacks: try TorchScript
-        first = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc) else ''}"
-        details["torch_export_error"] = first
+    except Exception as exc:
+        details["torch_export_error"] = _first_line(exc)
+    else:
+        # the core-ATen decomposition table first: transformers' mask code leaves ops such as
+        # new_ones and __and__ that coremltools 9 has no converter for, and the table rewrites
+        # them into ones it has; then the program as exported (decompositions({})).
+        for label, table in (("core ATen decompositions", None), ("no decompositions", {})):
+            try:
+                decomposed = ep.run_decompositions() if table is None else \
+                    ep.run_decompositions(table)
+                mlmodel = ct.convert(decomposed, **kwargs)
+            except Exception as exc:
+                details.setdefault("torch_export_errors", {})[label] = _first_line(exc)
+                continue
+            details["frontend"] = f"torch.export ({label})"
+            return mlmodel
+    # an op the exporter frontend lacks either way: try TorchScript
     traced = torch.jit.trace(ep.module(), tuple(torch.from_numpy(a) for a in example))
     mlmodel = ct.convert(traced, **kwargs)
     details["frontend"] = "torchscript (torch.export conversion failed)"
     return mlmodel
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def _load_spec(path: str | os.PathLike[str]) -> Any:

@@ -1,9 +1,12 @@
 """ExecuTorch backend: torch.export -> edge dialect -> XNNPACK delegate -> .pte.
 
 Precisions: fp32; fp16 (the program is cast to half inside, float32 I/O kept); int8 (PT2E with
-the XNNPACK quantizer, symmetric per-channel weights, calibrated on the build's data). Ops the
-XNNPACK partitioner does not take stay on the portable CPU kernels; the conversion records them
-as `fallback_ops`, so a release shows when a model change moves work off the delegate.
+the XNNPACK quantizer, symmetric per-channel weights), with two recipes the build chooses
+between: `static` (activations calibrated on the build's data: the conv-net recipe) and
+`dynamic` (activations quantized at run time: measured on a trained MiniLM sentence encoder,
+cosine 0.9986 / 0.9990 min / mean against 0.787 / 0.875 for static). Ops the XNNPACK
+partitioner does not take stay on the portable CPU kernels; the conversion records them as
+`fallback_ops`, so a release shows when a model change moves work off the delegate.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ import os
 from typing import Any, ClassVar
 
 from .._deps import require
-from .base import Backend, ConvertRequest, ConvertResult
+from ..errors import ConversionError
+from .base import Backend, ConvertRequest, ConvertResult, Recipe
+
+RECIPES = (
+    Recipe("static", "static", "PT2E static: int8 weights and activations, activations "
+           "calibrated on the build's data", needs_calibration=True),
+    Recipe("dynamic", "dynamic", "PT2E dynamic: int8 weights, activations quantized at run time "
+           "(XNNPACK)"),
+)
 
 
 class ExecutorchBackend(Backend):
@@ -21,11 +32,15 @@ class ExecutorchBackend(Backend):
     engine_format = "executorch"
     source_formats = ("torch",)
     precisions = ("fp32", "fp16", "int8")
-    options: ClassVar[dict[str, Any]] = {"partitioner": str, "per_channel": bool, "qat_epochs": int}
+    options: ClassVar[dict[str, Any]] = {"partitioner": str, "per_channel": bool, "qat_epochs": int,
+                                         "recipe": str}
     convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {"torch": ("torch", "executorch")}
     runtime_modules = ("executorch",)
     toolchain = ("torch", "torchao", "executorch")
     recovery = ("qat",)
+
+    def recipes(self, precision: str) -> tuple[Recipe, ...]:
+        return RECIPES if precision == "int8" else ()
 
     def convert(self, request: ConvertRequest) -> ConvertResult:
         torch = require("torch", extra="executorch")
@@ -71,19 +86,32 @@ class ExecutorchBackend(Backend):
 
         per_channel = bool(request.options.get("per_channel", True))
         qat_epochs = int(request.options.get("qat_epochs", 0))
-        quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat_epochs > 0)
+        recipe = str(request.options.get("recipe", "static"))
+        if recipe not in {r.name for r in RECIPES}:
+            raise ConversionError(f"executorch has no int8 recipe {recipe!r}; its recipes: "
+                                  f"{', '.join(r.name for r in RECIPES)}")
+        dynamic = recipe == "dynamic" and qat_epochs == 0
+        quantizer = _int_safe_quantizer(XNNPACKQuantizer)().set_global(
+            get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat_epochs > 0,
+                                              is_dynamic=dynamic)
         )
+        details["recipe"] = "dynamic" if dynamic else "static"
         graph = torch.export.export(module, args).module()
-        assert request.calibration is not None
         cal = request.calibration
+        if cal is None:
+            if not dynamic:
+                raise ConversionError("the static int8 recipe needs calibration data")
+            cal = tuple(a for a in request.source.example_inputs())  # observers need one call
         batch = request.source.batch or 1
         n = cal[0].shape[0]
         batches = [tuple(torch.from_numpy(a[i : i + batch]) for a in cal)
                    for i in range(0, n - batch + 1, batch)]
+        if dynamic:
+            batches = batches[:1]  # dynamic activation ranges: nothing to calibrate
         details["quantizer"] = (
             f"PT2E XNNPACKQuantizer, symmetric {'per-channel' if per_channel else 'per-tensor'} "
-            f"int8, {n} calibration samples"
+            f"int8 weights, " + ("activations quantized at run time" if dynamic else
+                                 f"static int8 activations, {n} calibration samples")
         )
         if qat_epochs > 0:
             prepared = prepare_qat_pt2e(graph, quantizer)
@@ -107,6 +135,36 @@ class ExecutorchBackend(Backend):
             }
         finally:
             engine.close()
+
+
+def _int_safe_quantizer(base: type) -> type:
+    """The XNNPACK quantizer, minus one trap: its `transform_for_annotation` turns the scalar of
+    EVERY aten.add/mul.Tensor into a float32 buffer, so integer index arithmetic (transformers'
+    attention-mask code does `arange(...) + 0` and indexes with it) became float and calibration
+    failed with "IndexError: tensors used as indices must be long, int, byte or bool tensors".
+    Integer nodes are hidden from that pass (as their Scalar overloads) and restored after it;
+    float ones are converted exactly as before."""
+    torch = require("torch")
+
+    class IntSafeXNNPACKQuantizer(base):  # type: ignore[valid-type, misc]
+        def transform_for_annotation(self, model: Any) -> Any:
+            swap = {torch.ops.aten.add.Tensor: torch.ops.aten.add.Scalar,
+                    torch.ops.aten.mul.Tensor: torch.ops.aten.mul.Scalar}
+            hidden = []
+            for n in model.graph.nodes:
+                v = n.meta.get("val")
+                if (n.op == "call_function" and n.target in swap and v is not None
+                        and hasattr(v, "dtype") and not v.dtype.is_floating_point
+                        and not any(isinstance(a, torch.fx.Node) for a in n.args[1:])):
+                    hidden.append((n, n.target))
+                    n.target = swap[n.target]
+            model = super().transform_for_annotation(model)
+            for n, target in hidden:
+                n.target = target
+            model.recompile()
+            return model
+
+    return IntSafeXNNPACKQuantizer
 
 
 def _fine_tune(torch: Any, prepared: Any, teacher: Any, batches: list[tuple[Any, ...]],

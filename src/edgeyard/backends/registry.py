@@ -111,6 +111,8 @@ def check_target(target: Target) -> str | None:
             f"it offers {', '.join(backend.precisions)}"
         )
     for key, value in target.options.items():
+        if key in ("recipe", "recipes") and backend.recipes(target.precision):
+            continue  # checked below
         if key not in backend.options:
             known = ", ".join(backend.options) or "none"
             return f"backend {backend.name!r} has no option {key!r}; its options: {known}"
@@ -118,4 +120,15 @@ def check_target(target: Target) -> str | None:
         if not isinstance(value, types):
             want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
             return f"option {key!r} of backend {backend.name!r} must be {want} (got {value!r})"
+    names = [r.name for r in backend.recipes(target.precision)]
+    offered = ", ".join(names) or "none (it has one way only)"
+    asked = target.options.get("recipes", [])
+    if "recipe" in target.options:
+        asked = [target.options["recipe"]]
+    if not isinstance(asked, list) or (not asked and "recipes" in target.options):
+        return f"option 'recipes' must be a non-empty list of recipe names (got {asked!r})"
+    for name in asked:
+        if name not in names:
+            return (f"backend {backend.name!r} has no {target.precision} recipe {name!r}; its "
+                    f"{target.precision} recipes: {offered}")
     return None

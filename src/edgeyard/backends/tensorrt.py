@@ -27,7 +27,8 @@ from .._deps import require
 from ..engines.tensorrt import RECIPE_KEY, read_recipe
 from ..errors import ConversionError
 from .base import Backend, ConvertRequest, ConvertResult
-from .onnx import OnnxBackend, source_to_onnx
+from .onnx import OnnxBackend, quantize_static
+from .onnx_graph import source_to_onnx
 
 DEFAULT_WORKSPACE_MB = 1024
 
@@ -66,12 +67,13 @@ class TensorrtBackend(Backend):
     name = "tensorrt"
     artifact_suffix = ".onnx"
     engine_format = "tensorrt"
-    source_formats = ("torch", "onnx")
+    source_formats = ("torch", "onnx", "keras")
     precisions = ("fp32", "fp16", "int8")
     options: ClassVar[dict[str, Any]] = {"workspace_mb": int, "opset": int}
     convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {
         "torch": ("torch", "onnx", "onnxscript"),
         "onnx": ("onnx",),
+        "keras": ("tensorflow", "tf2onnx", "onnx"),
     }
     # the engine is built (and the artifact verified) only where TensorRT imports
     runtime_modules = ("tensorrt",)
@@ -90,8 +92,7 @@ class TensorrtBackend(Backend):
         if request.precision == "int8":
             if request.calibration is None:
                 raise ConversionError("int8 needs calibration data")
-            OnnxBackend()._quantize_static(request, fp32, request.out_path, details,
-                                           symmetric=True)
+            quantize_static(request, fp32, request.out_path, details, symmetric=True)
         else:
             shutil.copyfile(fp32, request.out_path)
         write_recipe(request.out_path, recipe)

@@ -67,6 +67,7 @@ from .._deps import require, version_of
 from ..errors import ConversionError
 from ..model import SourceModel
 from .base import Backend, ConvertRequest, ConvertResult
+from .onnx_graph import source_to_onnx
 
 DEFAULT_TRIALS = 64
 TRIALS_ENV = "EDGEYARD_TVM_TRIALS"
@@ -98,13 +99,14 @@ class TvmBackend(Backend):
     name = "tvm"
     artifact_suffix = ".so"
     engine_format = "tvm"
-    source_formats = ("torch", "onnx")
+    source_formats = ("torch", "onnx", "keras")
     precisions = ("fp32",)
     options: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "target": (str, dict), "trials": int, "tuning_db": str,
     }
     convert_modules: ClassVar[dict[str, tuple[str, ...]]] = {
         "torch": ("torch", "tvm"), "onnx": ("onnx", "tvm"),
+        "keras": ("tensorflow", "tf2onnx", "onnx", "tvm"),
     }
     runtime_modules = ("tvm",)
     toolchain = ("apache-tvm", "apache-tvm-ffi")
@@ -125,7 +127,7 @@ class TvmBackend(Backend):
         db_dir = tuning_dir(src.sha256, canonical, request.options.get("tuning_db"))
 
         t0 = time.perf_counter()
-        mod = _import(tvm, src)
+        mod = _import(tvm, src, request.workdir)
         import_s = time.perf_counter() - t0
         with target:
             mod = tvm.transform.Sequential([
@@ -268,7 +270,7 @@ def _cross_linker(arch: str, workdir: Path) -> Any:
 # --- import ------------------------------------------------------------------------------------
 
 
-def _import(tvm: Any, src: SourceModel) -> Any:
+def _import(tvm: Any, src: SourceModel, workdir: Path) -> Any:
     if src.format == "torch":
         torch = require("torch", extra="torch")
         from tvm.relax.frontend.torch import from_exported_program
@@ -278,7 +280,10 @@ def _import(tvm: Any, src: SourceModel) -> Any:
     onnx = require("onnx", extra="onnx")
     from tvm.relax.frontend.onnx import from_onnx
 
-    proto = onnx.load(os.fspath(src.path))
+    path = src.path
+    if src.format == "keras":  # through tf2onnx, as the onnx target does
+        path = source_to_onnx(src, workdir / "model.onnx")
+    proto = onnx.load(os.fspath(path))
     return from_onnx(proto, shape_dict={s.name: list(s.shape) for s in src.inputs},
                      dtype_dict={s.name: s.dtype for s in src.inputs})
 

@@ -1,7 +1,8 @@
 """The recovery ladder: what a build tries when a quantized artifact breaks its accuracy budget.
 
-A quantized target (`int8`, `int8-weights`) whose verified artifact breaks `max_accuracy_drop`
-or `min_agreement` (the strictest of the profiles that list it) is not just failed: the build
+A quantized target (`int8`, `int8-weights`) whose verified artifact breaks `max_accuracy_drop`,
+`min_agreement`, a fidelity budget (`min_cosine`, `min_sqnr_db`, per output) or the task
+metric's budget (the strictest of the profiles that list it) is not just failed: the build
 measures which layers int8 hurts (the backend's `sensitivity()`, when it has one) and climbs:
 
 1. mixed precision: the most sensitive layers kept in float, one more per rung (ONNX Runtime's
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..profiles import Budgets
+from ..profiles import FIDELITY_KEYS, Budgets
 
 QUANTIZED = ("int8", "int8-weights")
 PRECISION_ORDER = ("int8", "int8-weights", "fp16", "fp32")
@@ -39,9 +40,22 @@ class Rung:
 
 
 def strictest(budgets: list[Budgets]) -> Budgets:
-    """The accuracy budget every listed profile accepts."""
+    """The accuracy and fidelity budget every listed profile accepts."""
+    def most(key: str, values: list[Any]) -> Any:
+        vals = [v for v in values if v is not None]
+        return max(vals) if vals else None
+
+    outputs: dict[str, dict[str, float]] = {}
+    for name in {n for b in budgets for n in b.outputs}:
+        per = [b.for_output(name) for b in budgets]
+        outputs[name] = {k: v for k in FIDELITY_KEYS
+                         if (v := most(k, [getattr(o, k) for o in per])) is not None}
     return Budgets(max_accuracy_drop=min(b.max_accuracy_drop for b in budgets),
-                   min_agreement=max(b.min_agreement for b in budgets))
+                   min_agreement=max(b.min_agreement for b in budgets),
+                   min_cosine=most("min_cosine", [b.min_cosine for b in budgets]),
+                   min_cosine_p1=most("min_cosine_p1", [b.min_cosine_p1 for b in budgets]),
+                   min_sqnr_db=most("min_sqnr_db", [b.min_sqnr_db for b in budgets]),
+                   outputs=outputs)
 
 
 def precision_rungs(precision: str, offered: tuple[str, ...],
@@ -50,7 +64,8 @@ def precision_rungs(precision: str, offered: tuple[str, ...],
     above = PRECISION_ORDER[PRECISION_ORDER.index(precision) + 1:]
     # int8-only options (calibration, excluded nodes) mean nothing at float precisions
     keep = {k: v for k, v in options.items()
-            if k not in ("nodes_to_exclude", "calibrate_method", "per_channel", "qat_epochs")}
+            if k not in ("nodes_to_exclude", "calibrate_method", "per_channel", "qat_epochs",
+                         "recipe", "recipes")}
     return [Rung(f"precision {p}", p, keep) for p in above if p in offered]
 
 
@@ -74,7 +89,14 @@ def figures(record: dict[str, Any]) -> dict[str, Any]:
             "build_seconds": record.get("build_seconds"),
             "accuracy": parity.get("accuracy"),
             "top1_agreement": parity.get("top1_agreement"),
+            "cosine_mean": _lowest(parity, "cosine_mean"),
+            "sqnr_db": _lowest(parity, "sqnr_db"),
             "max_abs_error": parity.get("max_abs_error")}
+
+
+def _lowest(parity: dict[str, Any], key: str) -> float | None:
+    vals = [o.get(key) for o in (parity.get("outputs") or {}).values()]
+    return None if not vals or None in vals else min(vals)
 
 
 def plan(recovery: tuple[str, ...], offered: tuple[str, ...], precision: str,

@@ -15,9 +15,10 @@ import platform
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,17 @@ from ..telemetry.window import dumps_reference, reference_window
 from .coverage import coverage
 from .isolate import run_child
 from .ladder import QUANTIZED, figures, plan, strictest
+from .recipes import GraphKind, candidates, classify, graph_kind, order_by_rule
 from .verify import (
+    Metric,
     Parity,
+    TaskMetric,
     accuracy,
     budget_problems,
     compare,
     intrinsic_problems,
     is_classification,
+    is_classifier,
     selftest_tolerance,
 )
 
@@ -83,13 +88,30 @@ class _Job:
     record: dict[str, Any] = field(default_factory=dict)
     predictions: np.ndarray | None = None  # top-1 class per evaluation sample (classifiers)
     budgets: list[Budgets] = field(default_factory=list)  # of every profile listing the target
+    local_threads: int | None = None  # set when a profile listing it runs on this host
 
 
-def _split_evaluation(evaluation: Any) -> tuple[Any, np.ndarray | None]:
-    """`(x, y)` -> (x, labels); anything else is inputs without labels."""
+def _split_evaluation(evaluation: Any, labels: Any, n_inputs: int) -> tuple[Any, np.ndarray | None]:
+    """(inputs, labels) from `build`'s `evaluation` and `labels` arguments.
+
+    With `labels=` given, `evaluation` is the inputs alone (an array, a tuple/list of arrays in
+    the model's input order, or a dict by input name). Without it, a 2-tuple `(x, y)` is read as
+    (inputs, labels) when `x` is one model's inputs: an array for a one-input model, a tuple,
+    list or dict of arrays for a model with several; a tuple of exactly `n_inputs` arrays for a
+    several-input model is its inputs with no labels.
+    """
+    if labels is not None:
+        return evaluation, np.asarray(labels)
     if isinstance(evaluation, tuple) and len(evaluation) == 2:
         x, y = evaluation
-        return x, None if y is None else np.asarray(y)
+        if n_inputs == 1 or isinstance(x, (tuple, list, dict)):
+            return x, None if y is None else np.asarray(y)
+        if n_inputs == 2:
+            return evaluation, None
+        raise DataError(
+            f"evaluation is a 2-tuple, read as (inputs, labels), but the model has {n_inputs} "
+            f"inputs and the first element is one array: pass the inputs as a tuple or dict "
+            f"(evaluation=((a, b, c), labels)) or the labels on their own (labels=...)")
     return evaluation, None
 
 
@@ -107,10 +129,14 @@ def build(
     evaluation: Any,
     out: str | os.PathLike[str],
     example_inputs: Any = None,
+    labels: Any = None,
     calibration: Any = None,
     name: str | None = None,
     version: str = "0.1.0",
     profile_dirs: Iterable[str | os.PathLike[str]] = (),
+    budgets: Mapping[str, Any] | None = None,
+    task_metric: TaskMetric | Metric | None = None,
+    classifier: bool | None = None,
     timeout_s: float = 900.0,
     golden_count: int = 8,
     jobs: int = 1,
@@ -123,14 +149,29 @@ def build(
     """Build, verify and write a release of `model` for each profile in `profiles`.
 
     model: a `torch.nn.Module` (with `example_inputs`), a `torch.export.ExportedProgram`, a Keras
-        model, or a path to an `.onnx`, `.pt2` or `.keras` file.
+        model (functional, sequential or subclassed), or a path to an `.onnx`, `.pt2`, `.keras`
+        file or a SavedModel directory.
     example_inputs: a tuple of arrays fixing the input shapes of every artifact (the first
         dimension is the artifact's batch size; use 1 for per-sample on-device inference).
     profiles: profile names (searched in `profile_dirs`, $EDGEYARD_PROFILE_PATH, then the
         built-in ones) or loaded `Profile` objects.
+    evaluation: held-out inputs: an array, a tuple/list of arrays (one per model input) or a
+        dict by input name; every artifact is run on it and compared with the source model.
+        For compatibility `(inputs, labels)` is accepted too (see `labels`).
+    labels: the evaluation labels (class indices), when there are any: accuracy is then
+        measured and budgeted too.
     calibration: an iterable of input batches (or one array set); required by int8 targets,
         never made up when missing.
-    evaluation: held-out data, `(inputs, labels)` or inputs alone; every artifact is run on it.
+    budgets: budget overrides laid over every profile's `[budgets]` (same keys, e.g.
+        `{"max_size_mb": 100, "min_cosine": 0.995, "outputs": {"logits": {"min_sqnr_db": 20}}}`):
+        budgets that belong to the model rather than the device.
+    task_metric: `fn(artifact_outputs, source_outputs, labels) -> float` (higher is better), or
+        an `edgeyard.TaskMetric` with a name and a `min_value` budget: computed for every
+        artifact, reported, and, with a budget, enforced.
+    classifier: whether the first output is a classifier's scores (judged by top-1 agreement
+        and, with labels, accuracy; summarized on the device as confidence, entropy and class).
+        None: inferred, yes for a [samples, classes] output unless its rows are unit vectors
+        (a normalized embedding).
     out: the release directory (replaced atomically when it exists).
     sign_key: an Ed25519 private key (PEM) to sign the manifest with (`edgeyard keys generate`).
     student, train: a factory of a small torch model and the data to distill it on (`(x, y)` or
@@ -139,9 +180,9 @@ def build(
         (`edgeyard.distill`, options from `distill_options`) and builds the student instead; the
         manifest's `distillation` says why and keeps the teacher's figures.
 
-    Returns the `Release`; `release.ok` is False when any target FAILED. Raises an
-    `EdgeyardError` only for problems that stop the whole build (unknown profile, unreadable
-    model, data that does not fit the model).
+    Returns the `Release`; `release.ok` is False when any target FAILED or a profile has
+    nothing to ship. Raises an `EdgeyardError` only for problems that stop the whole build
+    (unknown profile, unreadable model, data that does not fit the model).
     """
     say = log or (lambda _m: None)
     t_start = time.perf_counter()
@@ -149,6 +190,8 @@ def build(
     loaded = [load_profile(p, profile_dirs) for p in profiles]
     if not loaded:
         raise EdgeyardError("build needs at least one profile")
+    if budgets:
+        loaded = [replace(p, budgets=p.budgets.merged(budgets)) for p in loaded]
     if student is not None and train is None:
         raise EdgeyardError("student= needs train= data to distill the student on")
     key = None
@@ -158,15 +201,16 @@ def build(
         key = load_private_key(sign_key)  # a bad key fails before any work
     out = Path(out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    work = staging / ".work"
+    settings = _Settings(name=name or _default_name(model), version=version,
+                         timeout_s=timeout_s, golden_count=golden_count, jobs=max(1, jobs),
+                         task_metric=TaskMetric.coerce(task_metric), classifier=classifier,
+                         say=say)
     try:
         def build_into(m: Any, example: Any) -> Release:
             shutil.rmtree(staging, ignore_errors=True)
             (staging / "artifacts").mkdir(parents=True)
             (staging / "logs").mkdir()
-            return _build(m, example, loaded, calibration, evaluation, staging, work,
-                          name or _default_name(model), version, timeout_s, golden_count,
-                          max(1, jobs), say)
+            return _build(m, example, loaded, calibration, evaluation, labels, staging, settings)
 
         release = build_into(model, example_inputs)
         if student is not None:
@@ -178,12 +222,14 @@ def build(
             release.manifest = sign_manifest(release.manifest, key)
             write_json_atomic(staging / MANIFEST, release.manifest)
             say(f"signed with key {key_id(key.public_key())}")
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staging / ".work", ignore_errors=True)
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     say(f"release written to {out} in {time.perf_counter() - t_start:.1f} s")
+    for profile in Release(out, release.manifest).nothing_to_ship:
+        say(f"{profile}: nothing to ship: no target of its chain is OK")
     return Release(out, release.manifest)
 
 
@@ -227,19 +273,61 @@ def _publish(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(
-    model: Any, example_inputs: Any, profiles: list[Profile], calibration: Any, evaluation: Any,
-    staging: Path, work: Path, name: str, version: str, timeout_s: float, golden_count: int,
-    jobs: int, say: Log,
-) -> Release:
+@dataclass(frozen=True)
+class _Settings:
+    """What the caller fixed for the whole build."""
+
+    name: str
+    version: str
+    timeout_s: float
+    golden_count: int
+    jobs: int
+    task_metric: TaskMetric | None
+    classifier: bool | None
+    say: Log
+
+
+@dataclass
+class _Context:
+    """One build's model, data and reference outputs, shared by every target's job."""
+
+    settings: _Settings
+    prepared: PreparedModel
+    staging: Path
+    work: Path
+    eval_inputs: Arrays
+    labels: np.ndarray | None
+    reference: list[np.ndarray]
+    source_accuracy: float | None
+    source_task_value: float | None
+    have_calibration: bool
+    classifier: bool
+    _graph: GraphKind | None = None
+
+    def graph(self) -> GraphKind:
+        """The source graph's kind (for the recipe rule), computed once."""
+        if self._graph is None:
+            try:
+                self._graph = graph_kind(self.prepared.source)
+            except Exception as exc:  # a census is a hint: never fail a build over it
+                self.settings.say(f"warning: graph census failed ({type(exc).__name__}: {exc})")
+                self._graph = classify(Counter())
+        return self._graph
+
+
+def _build(model: Any, example_inputs: Any, profiles: list[Profile], calibration: Any,
+           evaluation: Any, labels: Any, staging: Path, settings: _Settings) -> Release:
+    say, work = settings.say, staging / ".work"
     t = time.perf_counter()
     prepared = prepare(model, example_inputs, work / "source")
     src = prepared.source
     say(f"source model: {src.format}, inputs "
         f"{', '.join(f'{s.name}{list(s.shape)}' for s in src.inputs)} "
         f"({time.perf_counter() - t:.1f} s)")
+    for change in prepared.changes:
+        say(f"source model: {change}")
 
-    eval_x, labels = _split_evaluation(evaluation)
+    eval_x, labels = _split_evaluation(evaluation, labels, len(src.inputs))
     eval_inputs = check_arrays(as_arrays(eval_x, src.inputs), src.inputs, "evaluation")
     n_eval = count(eval_inputs)
     if labels is not None and labels.shape[0] != n_eval:
@@ -248,15 +336,24 @@ def _build(
 
     t = time.perf_counter()
     reference = prepared.predict(eval_inputs)
-    source_acc = accuracy(reference[0], labels)
+    source_acc = (accuracy(reference[0], labels)
+                  if is_classifier(reference[0], labels, settings.classifier) else None)
+    task = settings.task_metric
+    source_task = task.evaluate(list(reference), list(reference), labels) if task else None
     say(f"source model on {n_eval} held-out samples"
         + (f": accuracy {100 * source_acc:.2f}%" if source_acc is not None else "")
+        + (f", {task.label} {source_task:.4f}" if task and source_task is not None else "")
         + f" ({time.perf_counter() - t:.1f} s)")
 
     save_arrays(work / "evaluation.npz", eval_inputs)
     if cal_inputs is not None:
         save_arrays(work / "calibration.npz", cal_inputs)
 
+    g = min(settings.golden_count, n_eval)
+    save_arrays(work / "timing.npz", take(eval_inputs, slice(0, max(g, 1))), prefix="input_")
+    ctx = _Context(settings, prepared, staging, work, eval_inputs, labels, reference, source_acc,
+                   source_task, cal_inputs is not None,
+                   is_classifier(reference[0], labels, settings.classifier))
     jobs_by_key = _plan(profiles, src.format, cal_inputs is not None)
     cover = None
     if cal_inputs is not None and any(j.target.precision in QUANTIZED and j.status == "pending"
@@ -274,12 +371,16 @@ def _build(
 
     def run_one(job: _Job) -> None:
         def run(j: _Job, analyze: bool = False) -> list[dict[str, Any]] | None:
-            return _run_job(j, prepared, staging, work, name, eval_inputs, reference, labels,
-                            golden_count, timeout_s, jobs, analyze)
+            return _run_job(j, ctx, analyze)
 
-        run(job)
-        if job.status == "ok" and job.target.precision in QUANTIZED:
-            _climb(job, source_acc, run, staging, say)
+        if job.backend is not None and job.backend.recipes(job.target.precision):
+            choose_recipe(job, ctx, run)
+        else:
+            run(job)
+        # a pinned recipe is what the user asked for: over budget it FAILS with its figures
+        if (job.status == "ok" and job.target.precision in QUANTIZED
+                and "recipe" not in job.target.options):
+            _climb(job, ctx, run)
         rec = job.record
         took = (rec.get("build_seconds") or 0) + (rec.get("verify_seconds") or 0)
         msg = f"{job.target.describe()}: {job.status.upper()}"
@@ -290,15 +391,14 @@ def _build(
         say(msg)
 
     say(f"building {len(todo)} target(s) for {', '.join(p.name for p in profiles)}")
-    if jobs == 1:
+    if settings.jobs == 1:
         for job in todo:
             run_one(job)
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
             list(pool.map(run_one, todo))
 
-    manifest = _manifest(prepared, profiles, jobs_by_key, name, version, eval_inputs, labels,
-                         reference, cal_inputs, source_acc, golden_count, staging, cover)
+    manifest = _manifest(ctx, profiles, jobs_by_key, cal_inputs, cover)
     write_json_atomic(staging / MANIFEST, manifest)
     return Release(staging, manifest)
 
@@ -315,29 +415,30 @@ def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -
             reason = backend.unavailable(source_format)
             if reason:
                 job.status, job.reason = "skipped", reason
-            elif t.precision == "int8" and not have_calibration:
+            elif not have_calibration and backend.needs_calibration(t.precision, t.options):
                 job.status = "failed"
-                job.reason = "int8 needs calibration data (pass calibration=...); none was given"
+                job.reason = (f"{t.describe()} needs calibration data (pass calibration=...); "
+                              f"none was given")
             job.budgets.append(p.budgets)
             jobs[t.key] = job
+        for t in p.targets:
+            if p.runner == "local":  # measured on this host when choosing a recipe
+                jobs[t.key].local_threads = p.hardware.threads
     return jobs
 
 
-def _run_job(
-    job: _Job, prepared: PreparedModel, staging: Path, work: Path, name: str, eval_inputs: Arrays,
-    reference: list[np.ndarray], labels: np.ndarray | None, golden_count: int, timeout_s: float,
-    jobs: int, analyze: bool = False,
-) -> list[dict[str, Any]] | None:
+def _run_job(job: _Job, ctx: _Context, analyze: bool = False) -> list[dict[str, Any]] | None:
     """Convert and verify one target in a child process, filling `job`'s status and record.
     With `analyze`, only convert and run the backend's sensitivity analysis, and return it."""
     assert job.backend is not None
-    backend, target = job.backend, job.target
-    rel = Path("artifacts") / f"{name}-{job.key}{backend.artifact_suffix}"
+    backend, target, staging, work = job.backend, job.target, ctx.staging, ctx.work
+    jobs, timeout_s = ctx.settings.jobs, ctx.settings.timeout_s
+    rel = Path("artifacts") / f"{ctx.settings.name}-{job.key}{backend.artifact_suffix}"
     job_dir = work / "jobs" / job.key
     threads = max(1, (os.cpu_count() or 1) // jobs)
     spec = {
         "backend": backend_ref(backend),
-        "source": prepared.source.to_dict(),
+        "source": ctx.prepared.source.to_dict(),
         "precision": target.precision,
         "options": dict(target.options),
         "artifact_path": str(staging / rel),
@@ -381,19 +482,140 @@ def _run_job(
         rec["unverified_reason"] = job.reason
         return None
     produced = list(load_arrays(job_dir / "outputs.npz"))
-    parity = compare(reference, produced, labels)
+    parity = compare(ctx.reference, produced, ctx.labels,
+                     [o.name for o in ctx.prepared.source.outputs], ctx.settings.task_metric,
+                     ctx.source_task_value, ctx.classifier)
     rec["parity"] = parity.to_dict()
-    if is_classification(produced[0]):
+    if ctx.classifier and is_classification(produced[0]):
         job.predictions = produced[0].argmax(axis=1).astype(np.int32)
     problems = intrinsic_problems(parity)
     if problems:
         job.status, job.reason = "failed", "; ".join(problems)
         return None
-    g = min(golden_count, count(eval_inputs))
-    rec["selftest"] = {"atol": selftest_tolerance([r[:g] for r in reference],
+    g = min(ctx.settings.golden_count, count(ctx.eval_inputs))
+    rec["selftest"] = {"atol": selftest_tolerance([r[:g] for r in ctx.reference],
                                                   [p[:g] for p in produced])}
     job.status = "ok"
     return None
+
+
+def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
+    """Build the target's candidate recipes and keep the one that ships (see `recipes`)."""
+    assert job.backend is not None
+    backend, target, say = job.backend, job.target, ctx.settings.say
+    pinned = target.options.get("recipe")
+    among = target.options.get("recipes")
+    cands, left_out = candidates(backend.recipes(target.precision), pinned, ctx.have_calibration,
+                                 list(among) if among is not None else None)
+    rows: list[dict[str, Any]] = [{"recipe": r.name, "kind": r.kind, "status": "skipped",
+                                   "problems": [why]} for r, why in left_out]
+    if pinned is not None or len(cands) <= 1:
+        if not cands:
+            job.status, job.reason = "failed", "; ".join(f"{r.name}: {w}" for r, w in left_out)
+            return
+        job.target = Target(target.backend, target.precision,
+                            {**{k: v for k, v in target.options.items() if k != "recipes"},
+                             "recipe": cands[0].name})
+        run(job)
+        job.target = target
+        job.record["recipe"] = {"name": cands[0].name, "chosen_by": "pinned by the target"
+                                if pinned is not None else "the only candidate"}
+        if rows:
+            job.record["recipes"] = rows
+        return
+    budget = strictest(job.budgets)
+    attempts = []
+    for r in cands:
+        opts = {k: v for k, v in target.options.items() if k != "recipes"}
+        a = _Job(f"{job.key}~{r.name}", Target(target.backend, target.precision,
+                                                {**opts, "recipe": r.name}), backend)
+        run(a)
+        problems = ([a.reason or a.status] if a.status != "ok" else
+                    budget_problems(_parity(a.record), None, ctx.source_accuracy, budget))
+        attempts.append((r, a, problems))
+        say(f"{target.describe()}: recipe {r.name}: {a.status.upper()}"
+            + (f" ({'; '.join(problems)})" if problems else ", within the budgets"))
+    meeting = [(r, a) for r, a, p in attempts if a.status == "ok" and not p]
+    latency: dict[str, float] = {}
+    kind = ctx.graph()
+    if len(meeting) > 1 and job.local_threads is not None:
+        latency = _time_candidates(ctx, backend, [a for _, a in meeting], job.local_threads)
+    if meeting and latency:
+        winner = min(meeting, key=lambda ra: latency.get(ra[1].key, float("inf")))[0]
+        why = ("the fastest within the budgets on this host ("
+               + ", ".join(f"{r.name} {latency[a.key]:.3f} ms" for r, a in meeting
+                           if a.key in latency) + ", median single-sample latency)")
+    elif meeting:
+        winner = order_by_rule([r for r, _ in meeting], kind)[0]
+        why = ("the only candidate within the budgets" if len(meeting) == 1 else
+               f"within the budgets, and first by the rule for a remote device: "
+               f"{'an' if kind.kind[0] in 'aeiou' else 'a'} {kind.kind} graph prefers "
+               f"{kind.prefers} recipes")
+    else:
+        ok = [(r, a) for r, a, _ in attempts if a.status == "ok"]
+        static = [ra for ra in ok if ra[0].kind == "static"]
+        if static or ok:
+            winner = (static or sorted(ok, key=lambda ra: -(_parity(ra[1].record).cosine_mean
+                                                            or -1.0)))[0][0]
+            why = "no candidate met the budgets: the recovery ladder starts from this one"
+        else:
+            winner = order_by_rule([r for r, _, _ in attempts], kind)[0]
+            why = "every candidate failed"
+    for r, a, problems in attempts:
+        par = (a.record.get("parity") or {})
+        rows.append({"recipe": r.name, "kind": r.kind, "status": a.status, "problems": problems,
+                     "meets_budget": a.status == "ok" and not problems,
+                     "latency_ms_p50": latency.get(a.key), **figures(a.record),
+                     "accuracy": par.get("accuracy")})
+    chosen = next(a for r, a, _ in attempts if r.name == winner.name)
+    _take(job, chosen, ctx)
+    for _, a, _ in attempts:
+        if a is not chosen and a.record.get("path"):
+            _remove(ctx.staging / a.record["path"])
+    if job.status == "failed" and len(attempts) > 1:
+        job.reason = "every recipe failed: " + "; ".join(
+            f"{r.name}: {a.reason}" for r, a, _ in attempts)
+    for row in rows:
+        row["shipped"] = row["recipe"] == winner.name and job.status in ("ok", "unverified")
+    job.record["recipes"] = rows
+    job.record["recipe"] = {"name": winner.name, "chosen_by": why, "graph": kind.to_dict()}
+    say(f"{target.describe()}: recipe {winner.name}: {why}")
+
+
+def _time_candidates(ctx: _Context, backend: Backend, attempts: list[_Job], threads: int
+                     ) -> dict[str, float]:
+    """Median single-sample latency (ms) of each attempt's artifact on this host: one fresh
+    process, the artifacts' calls interleaved (edgeyard.bench), after warm-up."""
+    from ..bench.process import MeasureError, measure_in_process
+    from ..bench.protocol import MeasureSpec
+
+    names = ([s.name for s in ctx.prepared.source.inputs],
+             [s.name for s in ctx.prepared.source.outputs])
+    items = [{"format": backend.engine_format, "artifact": ctx.staging / a.record["path"],
+              "golden": ctx.work / "timing.npz", "input_names": names[0],
+              "output_names": names[1]} for a in attempts]
+    spec = MeasureSpec(warmup_runs=5, warmup_seconds=0.2, min_runs=30, min_seconds=1.0,
+                       threads=threads)
+    try:
+        ms = measure_in_process(items, spec, timeout_s=ctx.settings.timeout_s)
+    except MeasureError as exc:
+        ctx.settings.say(f"warning: could not time the recipe candidates ({exc}); "
+                         f"choosing by the rule")
+        return {}
+    return {a.key: m.p50_ms for a, m in zip(attempts, ms, strict=True)}
+
+
+def _take(job: _Job, attempt: _Job, ctx: _Context) -> None:
+    """`attempt`'s outcome becomes `job`'s, its artifact moved to `job`'s file name."""
+    job.status, job.reason, job.predictions = attempt.status, attempt.reason, attempt.predictions
+    job.record = dict(attempt.record)
+    if attempt.record.get("path"):
+        assert job.backend is not None
+        rel = (Path("artifacts") /
+               f"{ctx.settings.name}-{job.key}{job.backend.artifact_suffix}").as_posix()
+        _remove(ctx.staging / rel)
+        os.replace(ctx.staging / attempt.record["path"], ctx.staging / rel)
+        job.record["path"] = rel
 
 
 def _remove(path: Path) -> None:
@@ -404,19 +626,14 @@ def _remove(path: Path) -> None:
 
 
 def _parity(record: dict[str, Any]) -> Parity:
-    d = record["parity"]
-    return Parity(**{**d, "shape_errors": tuple(d["shape_errors"]),
-                     "max_abs_error": float("inf") if d["max_abs_error"] is None
-                     else d["max_abs_error"],
-                     "mean_abs_error": float("inf") if d["mean_abs_error"] is None
-                     else d["mean_abs_error"]})
+    return Parity.from_dict(record["parity"])
 
 
-def _climb(job: _Job, source_acc: float | None,
-           run: Callable[..., list[dict[str, Any]] | None], staging: Path, say: Log) -> None:
+def _climb(job: _Job, ctx: _Context, run: Callable[..., list[dict[str, Any]] | None]) -> None:
     """The recovery ladder (see `ladder`) for a verified quantized target over its budget."""
     assert job.backend is not None
-    backend = job.backend
+    backend, source_acc, staging, say = (job.backend, ctx.source_accuracy, ctx.staging,
+                                         ctx.settings.say)
     budget = strictest(job.budgets)
     broken = budget_problems(_parity(job.record), None, source_acc, budget)
     if not broken:
@@ -460,7 +677,8 @@ def _adopt(job: _Job, attempt: _Job, staging: Path, rung: Any) -> None:
     path = job.record["path"]
     _remove(staging / path)
     os.replace(staging / attempt.record["path"], staging / path)
-    kept = {k: job.record[k] for k in ("sensitivity",) if k in job.record}
+    kept: dict[str, Any] = {k: job.record[k] for k in ("sensitivity", "recipe", "recipes")
+                            if k in job.record}
     job.record = {**attempt.record, **kept, "path": path,
                   "shipped": {"rung": rung.name, "precision": rung.precision,
                               "options": dict(rung.options)}}
@@ -492,15 +710,17 @@ def _artifact_entry(job: _Job) -> dict[str, Any]:
         "sensitivity": rec.get("sensitivity"),
         "ladder": rec.get("ladder"),
         "shipped": rec.get("shipped"),
+        "recipe": rec.get("recipe"),
+        "recipes": rec.get("recipes"),
     }
 
 
-def _manifest(
-    prepared: PreparedModel, profiles: list[Profile], jobs: dict[str, _Job], name: str,
-    version: str, eval_inputs: Arrays, labels: np.ndarray | None, reference: list[np.ndarray],
-    cal_inputs: Arrays | None, source_acc: float | None, golden_count: int, staging: Path,
-    cover: dict[str, Any] | None,
-) -> dict[str, Any]:
+def _manifest(ctx: _Context, profiles: list[Profile], jobs: dict[str, _Job],
+              cal_inputs: Arrays | None, cover: dict[str, Any] | None) -> dict[str, Any]:
+    prepared, eval_inputs, labels, reference = (ctx.prepared, ctx.eval_inputs, ctx.labels,
+                                                ctx.reference)
+    name, version, golden_count = ctx.settings.name, ctx.settings.version, ctx.settings.golden_count
+    source_acc, staging = ctx.source_accuracy, ctx.staging
     src = prepared.source
     g = min(golden_count, count(eval_inputs))
     golden_path = staging / GOLDEN
@@ -511,15 +731,20 @@ def _manifest(
         "count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
         "labels": labels is not None, "source_accuracy": source_acc,
     }
+    task = ctx.settings.task_metric
+    if task is not None:
+        evaluation["task_metric"] = {"name": task.label, "source_value": ctx.source_task_value,
+                                     "min": task.min_value}
     spec = default_projections([s.to_dict() for s in src.inputs],
-                               [s.to_dict() for s in src.outputs], reference)
+                               [s.to_dict() for s in src.outputs], reference,
+                               classifier=ctx.classifier)
     (staging / TELEMETRY_DIR).mkdir(exist_ok=True)
     ref_path = staging / TELEMETRY_DIR / "reference.json"
     ref_path.write_text(dumps_reference(reference_window(spec, eval_inputs, reference)))
     telemetry = {"projections": spec,
                  "reference": {"path": f"{TELEMETRY_DIR}/reference.json",
                                "sha256": sha256_file(ref_path)}}
-    if is_classification(reference[0]):
+    if ctx.classifier:
         # per-sample top-1 of the source and of every verified artifact: the gate's paired
         # accuracy test (McNemar) compares two releases on the same samples with these
         preds = {"source": reference[0].argmax(axis=1).astype(np.int32)}
@@ -566,6 +791,7 @@ def _manifest(
             "source_sha256": src.sha256,
             "inputs": [s.to_dict() for s in src.inputs],
             "outputs": [s.to_dict() for s in src.outputs],
+            "changes": list(prepared.changes),
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "edgeyard_version": __version__,

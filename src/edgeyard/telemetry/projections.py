@@ -29,8 +29,10 @@ SKETCH = {"max_size": 160, "max_scale": 20}
 
 def default_projections(inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]],
                         reference_outputs: Sequence[np.ndarray] | None = None,
-                        random_projections: int = 4, seed: int = 0) -> dict[str, Any]:
-    """The projection spec for a model with these input/output specs (manifest dicts)."""
+                        random_projections: int = 4, seed: int = 0,
+                        classifier: bool | None = None) -> dict[str, Any]:
+    """The projection spec for a model with these input/output specs (manifest dicts).
+    `classifier`: whether output 0 holds class scores (None: when it is shaped [N, classes])."""
     signals: list[dict[str, Any]] = []
     for i, spec in enumerate(inputs):
         name = f"input.{spec['name']}"
@@ -51,7 +53,7 @@ def default_projections(inputs: Sequence[dict[str, Any]], outputs: Sequence[dict
     classes = None
     for j, spec in enumerate(outputs):
         shape = list(spec["shape"])
-        if j == 0 and len(shape) == 2 and shape[1] > 1:
+        if j == 0 and len(shape) == 2 and shape[1] > 1 and classifier is not False:
             classes = shape[1]
             probs = reference_outputs is not None and _are_probabilities(reference_outputs[0])
             activation = "none" if probs else "softmax"

@@ -55,8 +55,9 @@ class Spool:
         return path
 
     def pending(self) -> list[Path]:
-        """Spooled windows, oldest first."""
-        return sorted(self.dir.glob("*.pb"))
+        """Committed windows, oldest first: never a `.tmp-` file still being written (pathlib's
+        `*` matches dot files, and an uploader that took one sent half a window)."""
+        return sorted(p for p in self.dir.glob("*.pb") if not p.name.startswith("."))
 
     def enforce(self) -> int:
         """Drop the oldest windows beyond the age or byte bound; returns how many."""
