@@ -179,3 +179,55 @@ def test_cli_build_exit_codes(tmp_path, tiny_model):
     assert "is not a valid ONNX model" in r.stderr and "Traceback" not in r.stderr
     r = cli("build", str(write_config(tmp_path, tiny_model, ["nope"])))
     assert r.returncode == 2 and "no device profile named 'nope'" in r.stderr
+
+
+BUILD_THAT_HANGS = """
+import sys
+sys.path[:0] = {paths!r}
+import edgeyard
+from edgeyard.backends import register_backend
+from fault_backends import HangingBackend
+register_backend(HangingBackend(), replace=True)
+print("building", flush=True)
+edgeyard.build({model!r}, profiles=["hang"], profile_dirs=[{profiles!r}], evaluation={x!r},
+               out={out!r}, log=None, timeout_s=600)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_stopping_a_build_stops_its_converter_children(tmp_path, tiny_model, sig):
+    """A converter child runs in its own session (so a timeout kills its whole group): Ctrl-C or
+    SIGTERM of the build must take it down too, not leave it running."""
+    import os
+    import signal
+    import time
+
+    profiles = profile_dir(tmp_path, target("test-hang"), "hang")
+    code = BUILD_THAT_HANGS.format(paths=[p for p in sys.path if p], model=str(tiny_model),
+                                   profiles=str(profiles), x=[[0.0] * 16], out=str(tmp_path / "r"))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+    def workers() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if "edgeyard.build.worker" in cmd and str(tmp_path) in cmd:
+                found.append(int(pid))
+        return found
+
+    deadline = time.monotonic() + 120
+    while not workers() and time.monotonic() < deadline:
+        assert proc.poll() is None, "the build ended before its converter started"
+        time.sleep(0.2)
+    assert workers(), "the hanging converter never started"
+    time.sleep(1.0)
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=60) != 0
+    deadline = time.monotonic() + 10
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers() == [], f"converter children outlived the build after {sig}"
+    assert not list(tmp_path.glob(".r.staging-*")), "the staging directory was left behind"

@@ -231,10 +231,12 @@ def _half_inside_cls() -> type:
             self.inner = inner
 
         def forward(self, *xs: Any) -> Any:
-            out = self.inner(*(x.half() for x in xs))
+            # only float tensors change: token ids and masks stay integers (a float16 index
+            # tensor stopped embedding lookups: "Expected tensor for argument #1 'indices'")
+            out = self.inner(*(x.half() if x.is_floating_point() else x for x in xs))
             if isinstance(out, (tuple, list)):
-                return tuple(o.float() for o in out)
-            return out.float()
+                return tuple(o.float() if o.is_floating_point() else o for o in out)
+            return out.float() if out.is_floating_point() else out
 
     return HalfInside
 

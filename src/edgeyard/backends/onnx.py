@@ -37,6 +37,27 @@ _QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat
                 "AveragePool", "GlobalAveragePool", "Softmax", "LSTM", "GRU")
 
 
+MIN_QUANT_OPSET = 13
+
+
+def upgraded_opset(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
+    """The model at opset 13 or later: ONNX Runtime's quantizer writes per-channel
+    DequantizeLinear nodes (an `axis` attribute, opset 13), which an older model (PaddleOCR's
+    exports are opset 11) then fails to load with ("Unrecognized attribute: axis")."""
+    onnx = require("onnx")
+    model = onnx.load(os.fspath(fp32))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= MIN_QUANT_OPSET:
+        return fp32
+    from onnx import version_converter
+
+    up = version_converter.convert_version(model, 17)
+    out = workdir / "model.opset17.onnx"
+    onnx.save(up, os.fspath(out))
+    details["opset_upgraded"] = f"{opset} -> 17 (per-channel quantization needs >= 13)"
+    return out
+
+
 def preprocessed(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
     """ONNX Runtime's `quant_pre_process` (shape inference, graph optimization) before static
     quantization, reused when it is newer than `fp32`. Its symbolic shape inference fails on some
@@ -48,6 +69,7 @@ def preprocessed(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
     pre = workdir / "model.pre.onnx"
     if pre.exists() and pre.stat().st_mtime >= fp32.stat().st_mtime:
         return pre
+    fp32 = upgraded_opset(fp32, workdir, details)
     errors = []
     for label, kwargs in (("quant_pre_process", {}),
                           ("quant_pre_process(skip_symbolic_shape=True)",

@@ -112,6 +112,20 @@ def source_to_onnx(source: SourceModel, dest: Path, opset: int | None = None) ->
     raise ConversionError(f"no ONNX export from {source.format} models")
 
 
+def static_onnx(source: SourceModel, dest: Path, opset: int | None = None) -> Path:
+    """`source_to_onnx`, then the source's static input shapes written in, shapes propagated and
+    constants folded: what converters that need static graphs (onnx2tf, TVM's Relax importer)
+    take. An ONNX file exported with dynamic dimensions otherwise stops them ("Dimension -1 must
+    be >= 0"; "Reshape requires the input new shape to be Shape")."""
+    onnx = require("onnx", extra="onnx")
+    plain = source_to_onnx(source, dest.with_name(dest.stem + ".plain.onnx"), opset)
+    model = onnx.load(os.fspath(plain))
+    fix_dims(model, source)
+    onnx.save(model, os.fspath(dest))
+    fold_constants(dest)
+    return dest
+
+
 def exporter(source: SourceModel) -> str:
     return {"torch": "torch.onnx.export(dynamo=True)", "keras": "tf2onnx (SavedModel)",
             "onnx": "copied"}.get(source.format, source.format)

@@ -33,14 +33,7 @@ from .. import _envs
 from .._deps import missing, require
 from ..errors import ConversionError
 from .base import Backend, ConversionPath, ConvertRequest, ConvertResult, Recipe, first_path
-from .onnx_graph import (
-    exporter,
-    fix_dims,
-    fold_constants,
-    rewrite_reduce_l2,
-    sanitize_node_names,
-    source_to_onnx,
-)
+from .onnx_graph import exporter, rewrite_reduce_l2, sanitize_node_names, static_onnx
 
 _ONNX2TF = ("tensorflow", "onnx", "onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx")
 LITERT_ENV = "litert-torch"
@@ -155,8 +148,10 @@ class TfliteBackend(Backend):
     def _onnx2tf(self, request: ConvertRequest) -> tuple[Path, str]:
         onnx = require("onnx", extra="onnx")
         src = request.source
-        onnx_path = source_to_onnx(src, request.workdir / "model.onnx",
-                                   request.options.get("opset"))
+        # static shapes, constants folded: onnx2tf stops on a dynamic dimension ("Dimension -1
+        # must be >= 0")
+        onnx_path = static_onnx(src, request.workdir / "model.onnx",
+                                request.options.get("opset"))
         model = onnx.load(os.fspath(onnx_path))
         rewritten = rewrite_reduce_l2(model)
         route = f"{exporter(src)} -> onnx2tf" if src.format == "torch" else "onnx2tf"
@@ -164,12 +159,8 @@ class TfliteBackend(Backend):
             route += f" (ReduceL2 -> Sqrt(ReduceSum(x*x)) x{rewritten})"
         if renamed := sanitize_node_names(model):
             route += f" ({renamed} node names made valid TensorFlow scope names)"
-        # onnx2tf needs static shapes ("Dimension -1 must be >= 0" on an ONNX file with dynamic
-        # input dimensions): the source's, written in, then shapes propagated and folded
-        fix_dims(model, src)
-        onnx_path = request.workdir / "model.static.onnx"
+        onnx_path = request.workdir / "model.rewritten.onnx"
         onnx.save(model, os.fspath(onnx_path))
-        fold_constants(onnx_path)
         sm = request.workdir / "saved_model"
         onnx2tf = require("onnx2tf", extra="tflite", purpose="converting ONNX to TensorFlow")
         onnx2tf.convert(

@@ -67,7 +67,7 @@ from .._deps import require, version_of
 from ..errors import ConversionError
 from ..model import SourceModel
 from .base import Backend, ConvertRequest, ConvertResult
-from .onnx_graph import source_to_onnx
+from .onnx_graph import static_onnx
 
 DEFAULT_TRIALS = 64
 TRIALS_ENV = "EDGEYARD_TVM_TRIALS"
@@ -280,9 +280,9 @@ def _import(tvm: Any, src: SourceModel, workdir: Path) -> Any:
     onnx = require("onnx", extra="onnx")
     from tvm.relax.frontend.onnx import from_onnx
 
-    path = src.path
-    if src.format == "keras":  # through tf2onnx, as the onnx target does
-        path = source_to_onnx(src, workdir / "model.onnx")
+    # static shapes, constants folded (tf2onnx and exporters with dynamic dimensions leave
+    # Shape -> Reshape chains that Relax's importer refuses)
+    path = static_onnx(src, workdir / "model.onnx")
     proto = onnx.load(os.fspath(path))
     return from_onnx(proto, shape_dict={s.name: list(s.shape) for s in src.inputs},
                      dtype_dict={s.name: s.dtype for s in src.inputs})

@@ -68,6 +68,15 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's whole process group (the converter and anything it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_child(
     job: dict[str, Any], job_dir: Path, *, timeout_s: float, threads: int = 1,
     python: str = sys.executable,
@@ -94,11 +103,10 @@ def run_child(
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            _kill_group(proc)
+        except BaseException:  # Ctrl-C, SIGTERM (see _signals.terminate_raises), an error
+            _kill_group(proc)  # the child runs in its own session: it would outlive us
+            raise
     seconds = time.perf_counter() - start
     result = None
     if result_path.exists():

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import __version__
 from .._deps import toolchain_lock
+from .._signals import terminate_raises
 from ..backends.base import Backend
 from ..backends.registry import backend_ref, get_backend
 from ..data import (
@@ -205,17 +206,44 @@ def build(
                          timeout_s=timeout_s, golden_count=golden_count, jobs=max(1, jobs),
                          task_metric=TaskMetric.coerce(task_metric), classifier=classifier,
                          say=say)
+    job = _Inputs(model, example_inputs, loaded, calibration, evaluation, labels, student, train,
+                  distill_options or {}, key, out, staging)
+    with terminate_raises():  # SIGTERM, like Ctrl-C, stops every converter child with us
+        return _build_release(job, settings, t_start)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What `build` was given, checked."""
+
+    model: Any
+    example_inputs: Any
+    profiles: list[Profile]
+    calibration: Any
+    evaluation: Any
+    labels: Any
+    student: Callable[[], Any] | None
+    train: Any
+    distill_options: Mapping[str, Any]
+    key: Any
+    out: Path
+    staging: Path
+
+
+def _build_release(job: _Inputs, settings: _Settings, t_start: float) -> Release:
+    say, staging, out, key = settings.say, job.staging, job.out, job.key
     try:
         def build_into(m: Any, example: Any) -> Release:
             shutil.rmtree(staging, ignore_errors=True)
             (staging / "artifacts").mkdir(parents=True)
             (staging / "logs").mkdir()
-            return _build(m, example, loaded, calibration, evaluation, labels, staging, settings)
+            return _build(m, example, job.profiles, job.calibration, job.evaluation, job.labels,
+                          staging, settings)
 
-        release = build_into(model, example_inputs)
-        if student is not None:
-            release = _maybe_student(release, model, student, train, distill_options or {},
-                                     loaded, staging, build_into, say)
+        release = build_into(job.model, job.example_inputs)
+        if job.student is not None:
+            release = _maybe_student(release, job.model, job.student, job.train,
+                                     job.distill_options, job.profiles, staging, build_into, say)
         if key is not None:
             from ..signing import key_id, sign_manifest
 

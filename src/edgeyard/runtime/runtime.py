@@ -143,6 +143,8 @@ class Runtime:
             raise ManifestError(
                 f"release has no profile {profile!r}; it has "
                 f"{', '.join(manifest.get('profiles', {}))}") from None
+        if collector is not None and hasattr(collector, "bind_profile"):
+            collector.bind_profile(profile)  # its windows are this profile's, or it refuses
         budget_ms = manifest["profiles"][profile].get("budgets", {}).get("max_latency_p90_ms")
         hw_threads = manifest["profiles"][profile].get("hardware", {}).get("threads", 1)
         policy = breaker or BreakerPolicy()

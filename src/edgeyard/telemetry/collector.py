@@ -25,6 +25,7 @@ import functools
 import gzip
 import hashlib
 import json
+import logging
 import os
 import random
 import secrets
@@ -46,6 +47,12 @@ from .sketch import ExpHistogram
 from .spool import Spool
 from .window import LATENCY, Window
 
+_LOG = logging.getLogger("edgeyard.telemetry")
+
+
+def _primary_sha(manifest: dict[str, Any], profile: str) -> str:
+    primary = manifest["profiles"][profile]["chain"][0]["target"]
+    return str(manifest["artifacts"][primary].get("sha256") or "")
 RETRYABLE = {408, 429, 502, 503, 504}
 MAX_EVERY = 1000  # sample at least one call in a thousand
 
@@ -143,6 +150,9 @@ class Collector:
     ) -> None:
         self.spec = spec
         self.resource = dict(resource)
+        # set by from_release: the manifest, and whether the profile was chosen by the caller
+        self._manifest: dict[str, Any] | None = None
+        self._profile_explicit = True
         self.endpoint = endpoint
         self.api_key = api_key
         self.window_s = window_s
@@ -192,8 +202,10 @@ class Collector:
             raise ValueError("this release has no telemetry projections (built by an older "
                              "edgeyard): rebuild it")
         profiles = list(manifest["profiles"])
+        explicit = profile is not None
         profile = profile or profiles[0]
-        primary = manifest["profiles"][profile]["chain"][0]["target"]
+        if profile not in manifest["profiles"]:
+            raise ValueError(f"release has no profile {profile!r}; it has {', '.join(profiles)}")
         spool = Path(spool_dir)
         spool.mkdir(parents=True, exist_ok=True)
         resource = {
@@ -201,11 +213,31 @@ class Collector:
             "edgeyard.model": manifest["model"]["name"],
             "edgeyard.release": manifest["model"]["version"],
             "edgeyard.profile": profile,
-            "edgeyard.artifact.sha256": manifest["artifacts"][primary].get("sha256") or "",
+            "edgeyard.artifact.sha256": _primary_sha(manifest, profile),
             "edgeyard.device_id": pseudonymous_id(spool, device_id),
         }
         kw.setdefault("io", (manifest["model"]["inputs"], manifest["model"]["outputs"]))
-        return cls(tel["projections"], resource, endpoint, spool, **kw)
+        col = cls(tel["projections"], resource, endpoint, spool, **kw)
+        col._manifest, col._profile_explicit = manifest, explicit
+        return col
+
+    def bind_profile(self, profile: str) -> None:
+        """Report as the runtime serving `profile` (`Runtime.from_release(collector=...)` calls
+        this). A collector whose profile was left to its default takes the runtime's, with that
+        profile's primary artifact; one given another profile explicitly is refused: its windows
+        would be counted under the wrong devices."""
+        current = self.resource.get("edgeyard.profile")
+        if current == profile:
+            return
+        if self._profile_explicit or self._manifest is None:
+            raise ValueError(
+                f"the telemetry collector reports profile {current!r} but the runtime serves "
+                f"{profile!r}: create it with Collector.from_release(..., profile={profile!r}) "
+                f"(or leave profile out and let the runtime set it)")
+        if profile not in self._manifest["profiles"]:
+            raise ValueError(f"release has no profile {profile!r}")
+        self.resource["edgeyard.profile"] = profile
+        self.resource["edgeyard.artifact.sha256"] = _primary_sha(self._manifest, profile)
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -324,14 +356,22 @@ class Collector:
         t0 = time.thread_time()
         w = self._window
         self._window = Window(self.spec)
-        spool_drops = self.spool.dropped
+        try:
+            spool_drops = self.spool.take_dropped()
+        except OSError:  # the spool is unusable: put below fails too, and says so
+            spool_drops = 0
         if spool_drops:
             w.dropped += spool_drops  # reported to the server in this window
             self.stats["spool_dropped"] += spool_drops
-            (self.spool.dir / "dropped.count").unlink(missing_ok=True)
         upload_id = uuid.uuid4().hex
         attrs = {**self.resource, "edgeyard.upload_id": upload_id}
-        self.spool.put(upload_id, otlp.window_bytes(w, attrs))
+        try:
+            self.spool.put(upload_id, otlp.window_bytes(w, attrs))
+        except OSError as exc:  # a full or read-only disk: the window is lost, the app is not
+            self.stats["spool_errors"] = self.stats.get("spool_errors", 0) + 1
+            self.stats["lost_windows"] = self.stats.get("lost_windows", 0) + 1
+            _LOG.warning("edgeyard telemetry: could not spool a window (%s); it is lost", exc)
+            return
         self.stats["windows"] += 1
         self._wake_upload.set()
         self._signal_cpu += time.thread_time() - t0  # per window, not per call
@@ -365,11 +405,13 @@ class Collector:
             return None
         if self.upload_policy is not None and not self.upload_policy():
             return 5.0
-        files = self.spool.pending()[: self.batch_windows]
+        listed = self.spool.pending()[: self.batch_windows]
+        parts = [(f, self.spool.read(f)) for f in listed]
+        files = [f for f, b in parts if b is not None]  # others were removed since listing
         if not files:
             self._attempt = 0
-            return None
-        body = gzip.compress(otlp.join([f.read_bytes() for f in files]))
+            return None if not listed else 0.0
+        body = gzip.compress(otlp.join([b for _, b in parts if b is not None]))
         req = urllib.request.Request(self.endpoint, data=body, method="POST", headers={
             "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip",
             **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
@@ -421,8 +463,16 @@ class Collector:
                 break
 
     def close(self, flush: bool = True) -> None:
+        """Stop the background threads, after closing the current window into the spool and
+        trying one upload (`flush`). Never raises for a telemetry problem: it is logged and
+        counted (`stats["close_errors"]`), and the app goes on."""
         if flush:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:
+                self.stats["close_errors"] = self.stats.get("close_errors", 0) + 1
+                _LOG.warning("edgeyard telemetry: flushing on close failed: %s: %s",
+                             type(exc).__name__, exc)
         self._stop.set()
         self._wake_upload.set()
         for t in self._threads:
