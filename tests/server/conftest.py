@@ -91,10 +91,13 @@ class ServeProcess:
                "--data-dir", str(self.data_dir), "--check-every", "0", *self.extra]
         if self.database:
             cmd += ["--database", self.database]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # stderr to a file: a pipe nobody reads would block the server once its log fills it
+        self.log = self.data_dir.parent / f"serve-{self.port}.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         line = self.proc.stdout.readline() if self.proc.stdout else ""
-        assert "listening" in line, line + (self.proc.stderr.read() if self.proc.stderr else "")
+        assert "listening" in line, line + self.log_text()
         end = time.monotonic() + 60
         while time.monotonic() < end:
             try:
@@ -102,10 +105,12 @@ class ServeProcess:
                     return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise AssertionError(self.proc.stderr.read() if self.proc.stderr else ""
-                                         ) from None
+                    raise AssertionError(self.log_text()) from None
                 time.sleep(0.1)
         raise AssertionError("edgeyard serve did not answer /healthz in 60 s")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def key(self, kind: str) -> str:
         return (self.data_dir / f"{kind}.key").read_text().strip()
@@ -123,6 +128,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -150,9 +157,9 @@ def otlp_windows(release_path, digits_x, tmp_path, n_windows=3, calls=50, device
     col = Collector.from_release(release_path, None, tmp_path / f"spool-{device}",
                                  device_id=device, window_calls=calls, window_s=3600,
                                  max_overhead=None, start=False)
-    if segment is not None:
-        col.resource["edgeyard.profile"] = segment
     rt = Runtime.from_release(release_path, "host", allow_unsigned=True, collector=col)
+    if segment is not None:  # after the runtime bound the collector to its profile ("host")
+        col.resource["edgeyard.profile"] = segment
     for i in range(len(digits_x) if n_windows is None else n_windows * calls):
         rt.predict(digits_x[i % len(digits_x)][None])
     col.flush()
@@ -166,3 +173,19 @@ def request_body(parts: list[bytes]) -> bytes:
 
     return otlp.join(parts)
 
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_database(request):
+    """None (SQLite in the server's data directory) or a new database on the session's
+    PostgreSQL: for tests against a real `edgeyard serve` on both."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").create_database()
+
+
+def engine_of(server):
+    """An engine on the database a running ServeProcess writes."""
+    from edgeyard.server import db
+
+    return db.make_engine(server.database or db.default_url(server.data_dir))

@@ -3,11 +3,14 @@ serves renders its plots and its drift table, not only a 200."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -23,6 +26,29 @@ def chromium(*args: str, timeout: int = 120) -> str:
            "--no-first-run", "--user-data-dir=/tmp/edgeyard-chromium-test", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     return out.stdout
+
+
+def login_page(server_url: str, admin: str) -> str:
+    """A page that posts the login form on load, served from this host (same site as the
+    server, so that the SameSite=Strict cookie comes along after the redirect); its URL."""
+    page = (f'<form method="post" action="{server_url}/login"><input name="key" '
+            f'value="{html.escape(admin)}"><input name="next" value="/"></form>'
+            '<script>document.forms[0].submit()</script>').encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_port}/"
 
 
 def test_report_renders_plots_and_the_drift_table(serve, telemetry_release, digits_data,
@@ -44,8 +70,10 @@ def test_report_renders_plots_and_the_drift_table(serve, telemetry_release, digi
                                      "Content-Type": "application/x-protobuf"})
     urllib.request.urlopen(req, timeout=30).close()
 
-    # the browser logs in (the key becomes a cookie), follows the redirect, runs the page
-    dom = chromium("--virtual-time-budget=5000", "--dump-dom", f"{server.url}/login?key={admin}")
+    # the browser logs in with the form's POST (the key becomes a cookie; it never travels in
+    # a URL), follows the redirect, runs the page
+    login = login_page(server.url, admin)
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", login)
     assert 'id="verdict"' in dom and "verdict: drift" in dom
     table = re.search(r'<table id="drift-table">(.*?)</table>', dom, re.S)
     assert table, dom[:2000]
@@ -58,6 +86,7 @@ def test_report_renders_plots_and_the_drift_table(serve, telemetry_release, digi
     assert "<circle" in dom  # the drift-over-time points
     # and it paints: a screenshot of the page is a real image with content
     png = tmp_path / "report.png"
-    chromium("--window-size=1280,1600", f"--screenshot={png}", f"{server.url}/login?key={admin}")
+    chromium("--window-size=1280,1600", "--virtual-time-budget=5000", f"--screenshot={png}",
+             login)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

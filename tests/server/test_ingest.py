@@ -75,17 +75,20 @@ def test_bad_points_are_rejected_alone_with_partial_success(client, engine, keys
     metrics = req.resource_metrics[0].scope_metrics[0].metrics
     broken = next(m for m in metrics if m.name == "edgeyard.input.input.std")
     broken.exponential_histogram.data_points[0].count += 5  # buckets no longer add up
+    coarse = next(m for m in metrics if m.name == "edgeyard.input.input.min")
+    coarse.exponential_histogram.data_points[0].scale = -11  # below the documented -10
     cumulative = next(m for m in metrics if m.name == "edgeyard.input.input.max")
-    cumulative.exponential_histogram.aggregation_temporality = 2
+    cumulative.exponential_histogram.aggregation_temporality = 2  # accepted: its own delta
     r = post(client, req.SerializeToString(), keys["ingest"])
     assert r.status_code == 200
     resp = svc.ExportMetricsServiceResponse()
     resp.ParseFromString(r.content)
     assert resp.partial_success.rejected_data_points == 2
     assert "add up" in resp.partial_success.error_message
-    assert "delta temporality" in resp.partial_success.error_message
+    assert "scale -11" in resp.partial_success.error_message
     calls, sk = stored_counts(engine)
     assert calls == 40 and "input.input.std" not in sk and sk["input.input.mean"].count == 40
+    assert "input.input.min" not in sk and sk["input.input.max"].count == 40
 
 
 @pytest.mark.parametrize("body, ctype, encoding, status", [

@@ -1,7 +1,9 @@
 """Server side: drift statistics between a production window and the build's reference window.
 
 `check` compares two `Window`s (see `check.py` for the method); `stats` holds the distances on
-two sketches, with their error bounds. Numpy, plus scipy for the class counts' chi-square test.
+two sketches, with their error bounds; `explicit` the explicit-bucket histograms that
+OpenTelemetry SDKs send by default (kept exactly beside the exponential sketches). Numpy, plus
+scipy for the class counts' chi-square test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .check import (
     check,
     null_ks,
 )
+from .explicit import ExplicitHistogram, deserialize_any, merge_any
 from .stats import (
     KS,
     Aligned,
@@ -42,17 +45,20 @@ __all__ = [
     "DriftPolicy",
     "DriftReport",
     "ExpectedAccuracy",
+    "ExplicitHistogram",
     "Rule",
     "SignalResult",
     "aligned",
     "check",
     "chi2_classes",
     "d1",
+    "deserialize_any",
     "holm",
     "js",
     "ks",
     "ks_distance",
     "linf",
+    "merge_any",
     "null_ks",
     "psi",
     "sketch_std",

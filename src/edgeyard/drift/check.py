@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from ..telemetry.sketch import ExpHistogram
 from ..telemetry.window import LATENCY, Window
+from .explicit import ExplicitHistogram, Sketch, empty_like
 from .stats import (
     ClassTest,
     aligned,
@@ -271,7 +272,7 @@ def reps_for(policy: DriftPolicy, family: int) -> int:
 # --- rules ----------------------------------------------------------------------------------
 
 
-def _range_rule(ref: ExpHistogram, cur: ExpHistogram, margin: float, allowed: float) -> Rule:
+def _range_rule(ref: Sketch, cur: Sketch, margin: float, allowed: float) -> Rule:
     """The share of the window's values outside the reference's [min, max] widened by `margin`
     of its width, against `allowed` plus the share a fresh sample would show by chance
     (2 / (m + 1): the reference's own extremes are the m-sample's min and max). Counted on
@@ -291,7 +292,7 @@ def _range_rule(ref: ExpHistogram, cur: ExpHistogram, margin: float, allowed: fl
     return Rule("range", "fail" if outside > limit else "pass", text)
 
 
-def _mean_rule(ref: ExpHistogram, cur: ExpHistogram) -> Rule:
+def _mean_rule(ref: Sketch, cur: Sketch) -> Rule:
     """|mean_cur - mean_ref| <= 4 s / sqrt(n) + 4 s / sqrt(m), s the reference std estimated
     from its buckets (`sketch_std`); 1e-9 relative slack absorbs rounding in the exact sums."""
     if ref.count < 2 or cur.count == 0:
@@ -305,12 +306,12 @@ def _mean_rule(ref: ExpHistogram, cur: ExpHistogram) -> Rule:
     return Rule("mean_range", "fail" if abs(mc - mr) > tol else "pass", text)
 
 
-def _invalid_share(h: ExpHistogram) -> tuple[int, float]:
+def _invalid_share(h: Sketch) -> tuple[int, float]:
     total = h.count + h.missing + h.non_finite
     return total, (h.missing + h.non_finite) / total if total else math.nan
 
 
-def _invalid_rule(ref: ExpHistogram, cur: ExpHistogram, allowed: float) -> Rule:
+def _invalid_rule(ref: Sketch, cur: Sketch, allowed: float) -> Rule:
     total, share = _invalid_share(cur)
     if total == 0:
         return Rule("invalid_share", "n/a", "no values in the window")
@@ -322,13 +323,13 @@ def _invalid_rule(ref: ExpHistogram, cur: ExpHistogram, allowed: float) -> Rule:
     return Rule("invalid_share", "fail" if share > limit else "pass", text)
 
 
-def _enough_rule(cur: ExpHistogram, min_points: int) -> Rule:
+def _enough_rule(cur: Sketch, min_points: int) -> Rule:
     ok = cur.count >= min_points
     return Rule("enough_data", "pass" if ok else "fail",
                 f"{cur.count} finite values in the window; the test needs {min_points}")
 
 
-def rules(ref: ExpHistogram, cur: ExpHistogram, policy: DriftPolicy) -> list[Rule]:
+def rules(ref: Sketch, cur: Sketch, policy: DriftPolicy) -> list[Rule]:
     return [_range_rule(ref, cur, policy.range_margin, policy.max_outside_share),
             _mean_rule(ref, cur),
             _invalid_rule(ref, cur, policy.max_invalid_share), _enough_rule(cur, policy.min_points)]
@@ -337,7 +338,7 @@ def rules(ref: ExpHistogram, cur: ExpHistogram, policy: DriftPolicy) -> list[Rul
 # --- the check ------------------------------------------------------------------------------
 
 
-def _measure(name: str, ref: ExpHistogram, cur: ExpHistogram, policy: DriftPolicy
+def _measure(name: str, ref: Sketch, cur: Sketch, policy: DriftPolicy
              ) -> SignalResult:
     """Everything but the test's p-values and verdict (filled in once the family is known)."""
     a = aligned(ref, cur)
@@ -355,11 +356,11 @@ def _measure(name: str, ref: ExpHistogram, cur: ExpHistogram, policy: DriftPolic
         rules=rules(ref, cur, policy))
 
 
-def _testable(ref: ExpHistogram, cur: ExpHistogram, policy: DriftPolicy) -> bool:
+def _testable(ref: Sketch, cur: Sketch, policy: DriftPolicy) -> bool:
     return ref.count > 0 and cur.count >= policy.min_points
 
 
-def _calibrate(r: SignalResult, ref: ExpHistogram, cur: ExpHistogram, reps: int,
+def _calibrate(r: SignalResult, ref: Sketch, cur: Sketch, reps: int,
                level: float, policy: DriftPolicy) -> SignalResult:
     # the null is drawn at the common scale (the observed distance is measured there too) from
     # the pooled masses: under "no drift" both samples come from one distribution, and the
@@ -385,7 +386,7 @@ def _classes(reference: Window, current: Window, policy: DriftPolicy) -> ClassRe
                        math.nan, t.dof, t.removed, t.added)
 
 
-def expected_accuracy(ref: ExpHistogram, cur: ExpHistogram, alpha: float,
+def expected_accuracy(ref: Sketch, cur: Sketch, alpha: float,
                       reference_accuracy: float | None = None) -> ExpectedAccuracy:
     """Mean top-1 confidence on each side, and a (1 - alpha) normal interval of the change:
     difference +- z sqrt(s_cur^2 / n + s_ref^2 / m), stds estimated from the sketches."""
@@ -448,9 +449,24 @@ def check(reference: Window, current: Window, policy: DriftPolicy = DEFAULT_POLI
     "insufficient_data" and not tested; the verdict is "insufficient_data" when nothing was.
     The k tested hypotheses (signals plus the class counts) form one Holm family at `alpha`.
     """
-    empty = ExpHistogram()
+    with np.errstate(all="ignore"):  # extreme (yet valid) values give inf and NaN: reported
+        return _check(reference, current, policy, reference_accuracy, skip)
+
+
+def _comparable(ref: Sketch, cur: Sketch | None) -> Sketch:
+    """`cur`, or an empty sketch of `ref`'s kind where it is missing or of the other kind (an
+    exponential and an explicit-bucket histogram have no common buckets)."""
+    if cur is None or isinstance(cur, ExplicitHistogram) != isinstance(ref, ExplicitHistogram):
+        return empty_like(ref)
+    return cur
+
+
+def _check(reference: Window, current: Window, policy: DriftPolicy,
+           reference_accuracy: float | None, skip: Sequence[str]) -> DriftReport:
+    empty: Sketch = ExpHistogram()
     names = [s for s in reference.sketches if s not in skip]
-    pairs = {s: (reference.sketches[s], current.sketches.get(s, empty)) for s in names}
+    pairs = {s: (reference.sketches[s], _comparable(reference.sketches[s], current.sketches.get(s)))
+             for s in names}
     measured = [_measure(s, *pairs[s], policy) for s in names]
     classes = _classes(reference, current, policy)
     family = sum(r.verdict == "pending" for r in measured) \
@@ -462,14 +478,15 @@ def check(reference: Window, current: Window, policy: DriftPolicy = DEFAULT_POLI
     drifted = [s.name for s in signals if s.verdict == "drift"]
     if classes is not None and classes.verdict == "drift":
         drifted.append(classes.name)
-    conf = reference.sketches.get(CONFIDENCE), current.sketches.get(CONFIDENCE, empty)
+    ref_conf = reference.sketches.get(CONFIDENCE)
+    cur_conf = empty if ref_conf is None \
+        else _comparable(ref_conf, current.sketches.get(CONFIDENCE))
     acc = None
-    if conf[0] is not None and conf[0].count >= 2:
-        acc = expected_accuracy(conf[0], conf[1], policy.alpha, reference_accuracy)
+    if ref_conf is not None and ref_conf.count >= 2:
+        acc = expected_accuracy(ref_conf, cur_conf, policy.alpha, reference_accuracy)
     verdict = "drift" if drifted else ("ok" if family else "insufficient_data")
     findings = _findings(signals, classes, policy.alpha)
-    if acc is not None and current.sketches.get(CONFIDENCE, empty).count >= policy.min_points \
-            and acc.ci_high < -ACCURACY_DROP:
+    if acc is not None and cur_conf.count >= policy.min_points and acc.ci_high < -ACCURACY_DROP:
         findings.append({"kind": "accuracy", "signal": CONFIDENCE, "message": (
             f"expected accuracy fell by {-acc.difference:.3f} (interval {acc.ci_low:.3f} .. "
             f"{acc.ci_high:.3f}) to {acc.current:.3f}; {CALIBRATION_NOTE}")})

@@ -1,7 +1,8 @@
 """Distances between two sketched distributions, with their error bounds (numpy; scipy for chi2).
 
 Everything here works on `ExpHistogram` buckets, never on raw values. Both sketches are first
-brought to their common (coarser) scale; a bucket is then an interval of values that both
+brought to their common (coarser) scale (explicit-bucket histograms, `ExplicitHistogram`: to
+the bounds they share); a bucket is then an interval of values that both
 sketches agree on, so the two empirical CDFs are known exactly at every bucket edge and only
 inside a bucket is the order of the values unknown. That is where every error bound below comes
 from. The zero bucket holds exact zeros: it is a point, and carries no error.
@@ -21,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .._deps import require
 from ..telemetry.sketch import Buckets, ExpHistogram, lower_boundary
+from .explicit import ExplicitHistogram, Sketch
 
 Distance = float | NDArray[np.float64]
 
@@ -45,10 +47,14 @@ class Aligned:
     q: NDArray[np.float64]
     n_ref: int
     n_cur: int
+    kind: str = "exponential"  # or "explicit": buckets between explicit bounds
 
     @property
     def resolution(self) -> float:
-        """Relative width of a (non-zero) bucket at this scale: base - 1."""
+        """Relative width of a (non-zero) bucket at this scale: base - 1 (NaN for explicit
+        bounds, whose buckets have no common relative width)."""
+        if self.kind == "explicit":
+            return float("nan")
         return float(2.0 ** (2.0 ** -self.scale) - 1.0)
 
 
@@ -69,8 +75,36 @@ def _union(a: Buckets, b: Buckets) -> tuple[NDArray[np.int64], NDArray[np.int64]
     return idx, ca, cb
 
 
-def aligned(ref: ExpHistogram, cur: ExpHistogram) -> Aligned:
-    """Both sketches at scale min(ref.scale, cur.scale) on the union of their buckets."""
+def _aligned_explicit(ref: ExplicitHistogram, cur: ExplicitHistogram) -> Aligned:
+    """Both on the bounds they share, keeping the buckets non-empty in either; the outer edges
+    clamped to the two histograms' overall min and max."""
+    bounds = ref.bounds if np.array_equal(ref.bounds, cur.bounds) \
+        else np.intersect1d(ref.bounds, cur.bounds)
+    c_ref = ref.coarsened(bounds).astype(np.float64)
+    c_cur = cur.coarsened(bounds).astype(np.float64)
+    lower = np.concatenate([[-np.inf], bounds])
+    upper = np.concatenate([bounds, [np.inf]])
+    if ref.count or cur.count:
+        lower[0] = min(ref.min, cur.min)
+        upper[-1] = max(ref.max, cur.max)
+    keep = (c_ref > 0) | (c_cur > 0)
+    return Aligned(0, lower[keep], upper[keep], np.zeros(int(keep.sum()), bool),
+                   c_ref[keep] / ref.count if ref.count else c_ref[keep] * 0.0,
+                   c_cur[keep] / cur.count if cur.count else c_cur[keep] * 0.0,
+                   ref.count, cur.count, kind="explicit")
+
+
+def aligned(ref: Sketch, cur: Sketch) -> Aligned:
+    """Both sketches at scale min(ref.scale, cur.scale) on the union of their buckets (two
+    explicit-bucket histograms: on their common bounds). An empty sketch of the other kind
+    stands for an empty one of this kind; two non-empty ones of different kinds raise
+    TypeError."""
+    if isinstance(ref, ExplicitHistogram) or isinstance(cur, ExplicitHistogram):
+        if not isinstance(ref, ExplicitHistogram):
+            ref = _empty_explicit(ref, cur)
+        if not isinstance(cur, ExplicitHistogram):
+            cur = _empty_explicit(cur, ref)
+        return _aligned_explicit(ref, cur)
     scale = min(ref.scale, cur.scale)
     n_idx, n_ref, n_cur = _union(_side(ref, scale, True), _side(cur, scale, True))
     p_idx, p_ref, p_cur = _union(_side(ref, scale, False), _side(cur, scale, False))
@@ -93,6 +127,13 @@ def aligned(ref: ExpHistogram, cur: ExpHistogram) -> Aligned:
                    c_cur / cur.count if cur.count else c_cur * 0.0, ref.count, cur.count)
 
 
+def _empty_explicit(h: Sketch, like: Sketch) -> ExplicitHistogram:
+    if h.count:
+        raise TypeError("an exponential and an explicit-bucket histogram cannot be compared")
+    assert isinstance(like, ExplicitHistogram)
+    return ExplicitHistogram(like.bounds)
+
+
 @dataclass(frozen=True)
 class KS:
     statistic: float  # max |F_ref - F_cur| over the bucket edges
@@ -102,7 +143,7 @@ class KS:
     n_cur: int
 
 
-def ks(ref: ExpHistogram, cur: ExpHistogram) -> KS:
+def ks(ref: Sketch, cur: Sketch) -> KS:
     """Two-sample Kolmogorov-Smirnov distance between the sketched values, with its error bound.
 
     Let C_p(j), C_q(j) be the cumulative masses after bucket j (value order) and
@@ -196,7 +237,7 @@ def js(p: ArrayLike, q: ArrayLike) -> Distance:
 # --- sketch summaries -----------------------------------------------------------------------
 
 
-def sketch_std(h: ExpHistogram) -> float:
+def sketch_std(h: Sketch) -> float:
     """Estimated sample standard deviation of the sketched finite values (ddof=1).
 
     Each bucket's edges are clamped to [min, max]; its values are taken as spread uniformly over
@@ -209,14 +250,17 @@ def sketch_std(h: ExpHistogram) -> float:
         return float("nan")
     a = aligned(h, h)
     lo, hi = np.clip(a.lower, h.min, h.max), np.clip(a.upper, h.min, h.max)
-    mid, width = 0.5 * (lo + hi), hi - lo
-    counts = a.p * h.count
-    mean = h.sum / h.count
-    var = np.sum(counts * ((mid - mean) ** 2 + width**2 / 12.0)) / (h.count - 1)
-    return float(np.sqrt(var))
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        return float("nan")  # an explicit histogram's outer bucket without a known min or max
+    with np.errstate(all="ignore"):  # values near the largest double: inf, reported as such
+        mid, width = 0.5 * (lo + hi), hi - lo
+        counts = a.p * h.count
+        mean = h.sum / h.count
+        var = np.sum(counts * ((mid - mean) ** 2 + width**2 / 12.0)) / (h.count - 1)
+        return float(np.sqrt(var))
 
 
-def mean_of(h: ExpHistogram) -> float:
+def mean_of(h: Sketch) -> float:
     """Exact mean of the finite values (sum / count), NaN when there are none."""
     return h.sum / h.count if h.count else float("nan")
 
@@ -241,8 +285,9 @@ def chi2_classes(ref_counts: ArrayLike, cur_counts: ArrayLike) -> ClassTest:
     (statistic 0, p-value 1). A class the reference predicts with m * pi_k expected counts and
     the window never does adds about n * pi_k to the statistic: a tiny p-value for large windows.
     """
-    r = np.asarray(ref_counts, dtype=np.int64).ravel()
-    c = np.asarray(cur_counts, dtype=np.int64).ravel()
+    # float64: counts near 2^63 would wrap the int64 sums below
+    r = np.asarray(ref_counts, dtype=np.float64).ravel()
+    c = np.asarray(cur_counts, dtype=np.float64).ravel()
     k = max(r.size, c.size)
     r, c = np.pad(r, (0, k - r.size)), np.pad(c, (0, k - c.size))
     removed = tuple(int(i) for i in np.flatnonzero((r > 0) & (c == 0)))

@@ -68,6 +68,14 @@ def serve(
         help="uploads per second per ingest key before 429 (default: no limit)")] = None,
     bucket_s: Annotated[int, typer.Option(help="aggregate windows into buckets of this many "
                                                "seconds (the time resolution of queries)")] = 300,
+    max_series_per_request: Annotated[int, typer.Option(
+        help="distinct series (signals, counter attribute sets) one request may write; points "
+             "of more are refused (0: no limit)")] = 1_000,
+    max_series_per_app: Annotated[int, typer.Option(
+        help="distinct series an app may store; points of new series over it are refused "
+             "(0: no limit)")] = 10_000,
+    log_refusals_per_s: Annotated[float, typer.Option(
+        help="log lines a second for refused requests (the rest are counted)")] = 10.0,
 ) -> None:
     """Run the telemetry ingestion and drift service (OTLP/HTTP on /v1/metrics)."""
     require("fastapi", extra="server")
@@ -81,7 +89,11 @@ def serve(
     keys = ensure_keys(engine, data_dir)
     settings = Settings(database=database or str(engine.url), max_body=int(max_body_mb * 2**20),
                         rate_per_key=rate_per_key, webhook=webhook, bucket_s=bucket_s,
-                        check_every_s=check_every or None, check_window=check_window)
+                        check_every_s=check_every or None, check_window=check_window,
+                        max_series_per_request=max_series_per_request or None,
+                        max_series_per_app=max_series_per_app or None,
+                        log_refusals_per_s=log_refusals_per_s)
+    _log_to_stderr()
     app = create_app(settings, engine)
     shown = engine.url.render_as_string(hide_password=True)
     typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
@@ -92,6 +104,20 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     except KeyboardInterrupt:
         pass
+
+
+def _log_to_stderr() -> None:
+    """The service's own lines (refused requests, internal errors) on stderr, next to
+    uvicorn's."""
+    import logging
+
+    log = logging.getLogger("edgeyard.server")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def server_key(
@@ -135,9 +161,14 @@ def register(
 
 
 def drift(
-    model: Annotated[str, typer.Option(help="model name")],
-    release: Annotated[str, typer.Option(help="release version")],
+    model: Annotated[str, typer.Option(help="model name (an OpenTelemetry app's service.name)")],
+    release: Annotated[str | None, typer.Option(
+        help="release version: checked against its build-time reference (with "
+             "--baseline-window: only this release's data)")] = None,
     window: Annotated[str, typer.Option(help="time window: 15m, 1h, 7d")] = "1h",
+    baseline_window: Annotated[str | None, typer.Option(
+        help="compare with the app's own data of this period before the window (e.g. 7d) "
+             "instead of a release's reference: for apps without a registered release")] = None,
     profile: Annotated[str | None, typer.Option(help="one segment (profile) only")] = None,
     end: Annotated[float | None, typer.Option(help="end of the window, unix seconds "
                                                    "(default: now)")] = None,
@@ -147,14 +178,20 @@ def drift(
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON result")] = False,
     alert: Annotated[bool, typer.Option(help="record findings and call the webhook")] = False,
 ) -> None:
-    """Check a release's production data for drift. Exit 0 ok, 1 drift, 3 not enough data."""
+    """Check a release's (or an app's) production data for drift. Exit 0 ok, 1 drift, 3 not
+    enough data, 2 an error."""
     import json
 
     from .client import Client, ServerError, admin_key
 
+    if release is None and baseline_window is None:
+        typer.echo("error: give --release (checked against its build-time reference) or "
+                   "--baseline-window 7d (against the app's own earlier data)", err=True)
+        raise typer.Exit(2)
     try:
         res = Client(server, admin_key(key, data_dir)).drift(model, release, window, profile,
-                                                             end=end, alert=alert)
+                                                             end=end, alert=alert,
+                                                             baseline=baseline_window)
     except ServerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -168,8 +205,12 @@ def drift(
 def format_result(res: dict[str, Any]) -> str:
     """The terminal table of a drift check."""
     ov = res.get("overall") or {}
-    lines = [f"{res['model']} {res['release']}: {res['verdict'].upper()} over the last "
-             f"{res['window']['seconds'] / 3600:g} h ({res['devices']} devices, "
+    ref = res.get("reference") or {}
+    against = f" vs the {ref['seconds'] / 3600:g} h before" if ref.get("kind") == "baseline" \
+        else ""
+    lines = [f"{res['model']} {res['release'] or '(every release)'}: "
+             f"{res['verdict'].upper()} over the last "
+             f"{res['window']['seconds'] / 3600:g} h{against} ({res['devices']} devices, "
              f"{(ov.get('runtime') or {}).get('calls', 0)} calls)", "",
              f"{'signal':34} {'n':>8} {'KS':>7} {'bound':>7} {'thresh':>7} {'p':>8} "
              f"{'PSI':>7} {'JS':>7}  verdict"]

@@ -62,7 +62,8 @@ class Client:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             try:
-                detail = json.loads(detail).get("detail", detail)
+                body = json.loads(detail)
+                detail = body.get("detail", body.get("message", detail))
             except (ValueError, AttributeError):
                 pass
             raise ServerError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
@@ -95,9 +96,12 @@ class Client:
         out: dict[str, str] = self._call("POST", "/api/releases", body)
         return out
 
-    def drift(self, model: str, release: str, window: str = "1h", profile: str | None = None,
-              end: float | None = None, alert: bool = False) -> dict[str, Any]:
+    def drift(self, model: str, release: str | None = None, window: str = "1h",
+              profile: str | None = None, end: float | None = None, alert: bool = False,
+              baseline: str | None = None) -> dict[str, Any]:
+        """A drift check of [end - window, end): against the release's build-time reference,
+        or with `baseline` (e.g. "7d") against the app's own data of that period before."""
         out: dict[str, Any] = self._call("GET", "/api/drift", model=model, release=release,
                                          window=window, profile=profile, end=end,
-                                         alert=str(alert).lower())
+                                         alert=str(alert).lower(), baseline=baseline)
         return out

@@ -15,6 +15,13 @@ Tables
 - api_keys: sha256 of each key, its kind (ingest / admin) and, for ingest keys, its app.
 - findings: each drift or rule finding once, with when it was first and last seen and whether
   the webhook was told.
+- series: every series an app has stored (a histogram signal, or a counter name and attribute
+  set), what the per-app cardinality limit counts.
+- cumulative_state: per series of cumulative temporality (one resource's metric and point
+  attributes, hashed) its last point, the base of the next delta (`cumulative.py`).
+
+Statements are batched within each database's limit on bound parameters (`max_params`):
+PostgreSQL's 65,535, SQLite's 32,766 (999 before SQLite 3.32).
 """
 
 from __future__ import annotations
@@ -123,6 +130,42 @@ findings = Table(
 )
 
 
+series = Table(
+    "series", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("key", String(64), primary_key=True),  # sha256 of decode.series_key
+    Column("kind", String(10), nullable=False),  # histogram | counter
+    Column("name", String(300), nullable=False),
+    Column("attrs", String(1000), nullable=False),
+    Column("first_seen", Float, nullable=False),
+)
+
+cumulative_state = Table(
+    "cumulative_state", metadata,
+    Column("series", String(64), primary_key=True),  # sha256 of the series identity
+    Column("model", String(200), nullable=False),
+    Column("kind", String(12), nullable=False),  # sum | exponential | explicit
+    Column("start_ns", BigInteger, nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # the last cumulative value
+    Column("updated_at", Float, nullable=False),
+    Index("ix_cumulative_state_model", "model"),
+)
+
+
+def max_params(conn: Any) -> int:
+    """Bound parameters one statement may carry on this connection's database."""
+    if conn.dialect.name == "sqlite":
+        import sqlite3
+
+        try:
+            raw = conn.connection.driver_connection
+            return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        except (AttributeError, sqlite3.Error):
+            return 999  # the limit of SQLite before 3.32
+    return 65535
+
+
 def default_url(data_dir: str | os.PathLike[str]) -> str:
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
@@ -131,12 +174,12 @@ def default_url(data_dir: str | os.PathLike[str]) -> str:
 
 def make_engine(url: str, **kw: Any) -> Engine:
     """An engine with the durability settings above (and a busy timeout on SQLite, whose
-    writers take turns)."""
+    writers take turns); statements' parameters are left out of error messages."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
-                               **kw)
+                               hide_parameters=True, **kw)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
@@ -154,7 +197,10 @@ def make_engine(url: str, **kw: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kw)
+    # hide_parameters: an error's message never carries a request's values (a log line of
+    # 40,000 bound parameters was 920 kB)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         hide_parameters=True, **kw)
 
 
 def migrate(engine: Engine) -> None:

@@ -25,6 +25,12 @@ class ServiceMetrics:
                                registry=r)
         self._alerts = Counter("edgeyard_alerts", "webhook deliveries by outcome", ["outcome"],
                                registry=r)
+        self._commits = Histogram("edgeyard_ingest_commit_requests",
+                                  "requests per group commit (transaction)",
+                                  buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self._isolated = Counter("edgeyard_ingest_isolated_commits",
+                                 "group commits that failed and were retried request by request",
+                                 registry=r)
 
     def request(self, status: int, seconds: float) -> None:
         self._requests.labels(str(status)).inc()
@@ -44,6 +50,12 @@ class ServiceMetrics:
 
     def alerted(self, ok: bool) -> None:
         self._alerts.labels("delivered" if ok else "failed").inc()
+
+    def committed(self, requests: int) -> None:
+        self._commits.observe(requests)
+
+    def isolated(self) -> None:
+        self._isolated.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -3,13 +3,17 @@
 Per model and release: the verdict of the latest window, the drift table (each signal's
 statistics against its calibrated threshold, and the rule checks), the label-free accuracy
 estimate, each signal's reference vs production histogram, the drift statistics over the last
-day, and the fallback and latency panels, then one row per segment (profile).
+day, and the fallback and latency panels, then one row per segment (profile), and the series
+the app stores. The reference is the registered release's; for an app without one (plain
+OpenTelemetry metrics), or with `baseline`, the app's own data of the period before the window
+(7 days unless said otherwise).
 """
 
 from __future__ import annotations
 
 import html
 import time
+import urllib.parse
 from typing import Any
 
 from .watch import Watch, histogram
@@ -159,30 +163,59 @@ def _runtime(rt: dict[str, Any]) -> str:
             f'<th>count</th></tr>{fb}</table>')
 
 
+DEFAULT_BASELINE_S = 7 * 86400.0
+
+
+def _link(**params: str) -> str:
+    return _e("/?" + urllib.parse.urlencode(params))
+
+
 def render(watch: Watch, model: str | None, release: str | None, window_s: float,
-           end: float | None = None, span_s: float = 86400.0, step_s: float = 3600.0) -> str:
+           end: float | None = None, span_s: float = 86400.0, step_s: float = 3600.0,
+           baseline_s: float | None = None) -> str:
     from . import store
 
     rels = store.releases(watch.engine)
-    nav = " · ".join(f'<a href="/?model={_e(r["model"])}&amp;release={_e(r["release"])}">'
+    registered = {r["model"] for r in rels}
+    unregistered = sorted(set(store.models(watch.engine)) - registered)
+    nav = " · ".join(f'<a href="{_link(model=r["model"], release=r["release"])}">'
                      f'{_e(r["model"])} {_e(r["release"])}</a>' for r in rels) or "none yet"
+    others = " · ".join(f'<a href="{_link(model=m, baseline="7d")}">{_e(m)}</a>'
+                        for m in unregistered)
     head = (f'<!doctype html><html><head><meta charset="utf-8"><title>edgeyard drift report'
             f'</title><style>{CSS}</style></head><body><h1>edgeyard drift report</h1>'
-            f'<p>Releases: {nav}</p>')
+            f'<p>Releases: {nav}</p>'
+            + (f'<p id="apps">Apps without a registered release (checked against their own '
+               f'earlier data): {others}</p>' if others else ""))
     if model is None and rels:
         model, release = rels[-1]["model"], rels[-1]["release"]
-    rec = store.release(watch.engine, model, release) if model and release else None
-    if rec is None:
+    elif model is None and unregistered:
+        model = unregistered[0]
+    if model is None:
         return head + "<p>No registered release selected.</p></body></html>"
     end = time.time() if end is None else end
+    if baseline_s is None and (release is None or store.release(watch.engine, model, release)
+                               is None):
+        baseline_s = DEFAULT_BASELINE_S  # no build reference to check against: its own past
+    if baseline_s is not None:
+        ref_end = end - window_s
+        rec = store.baseline_record(watch.engine, model, release, ref_end - baseline_s, ref_end)
+        against = f"against its own data of the {_num(baseline_s / 3600)} h before"
+    else:
+        assert release is not None
+        found = store.release(watch.engine, model, release)
+        assert found is not None
+        rec = found
+        against = "against the release's build-time reference"
     wins = watch.windows(rec, end - window_s, end)  # read once: the check and the plots
     res = watch.check(rec, window_s, end=end, windows=wins)
-    ov = res["overall"]
     verdict = res["verdict"]
-    parts = [head, f'<h2>{_e(rec.model)} {_e(rec.release)}: the {_num(window_s)} s until '
-                   f'{time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))}</h2>',
+    parts = [head, f'<h2>{_e(rec.model)} {_e(rec.release or "(every release)")}: the '
+                   f'{_num(window_s)} s until '
+                   f'{time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end))}, {against}</h2>',
              f'<p class="verdict {"drift" if verdict == "drift" else "ok"}" id="verdict">'
              f'verdict: {_e(verdict)}</p><p>{res["devices"]} devices.</p>']
+    ov = res["overall"]
     if ov:
         parts.append(_drift_table(ov))
         ea = ov.get("expected_accuracy")
@@ -238,5 +271,12 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
         parts.append('<h2>By segment (profile)</h2><table id="segments"><tr><th>profile</th>'
                      '<th>verdict</th><th>drifted</th><th>calls</th><th>fallbacks</th>'
                      f'<th>p90 ms</th></tr>{rows}</table>')
+    series = store.series_list(watch.engine, rec.model)
+    if series:
+        rows = "".join(f'<tr><td>{_e(x["name"])}</td><td>{_e(x["kind"])}</td>'
+                       f'<td>{_e(x["attributes"] or "")}</td></tr>' for x in series[:500])
+        more = f'<p class="note">and {len(series) - 500} more</p>' if len(series) > 500 else ""
+        parts.append(f'<h2>Series stored ({len(series)})</h2><table id="series"><tr>'
+                     f'<th>name</th><th>kind</th><th>attributes</th></tr>{rows}</table>{more}')
     parts.append("</body></html>")
     return "".join(parts)

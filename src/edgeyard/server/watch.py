@@ -1,16 +1,20 @@
 """Drift checks over stored windows: by time window and by segment, over time, with alerts.
 
 A check merges the aggregates of a release over [end - window, end) — all profiles, then each
-profile (a segment) — and compares each merged window with the release's reference
-(`edgeyard.drift.check`). Findings (a drifted signal, a failed rule, a drop of the expected
-accuracy) are stored once per (release, profile, signal, kind); a finding never seen before is
-posted to the webhook, once (retried on the next check until the webhook answers 2xx).
+profile (a segment) — and compares each merged window with the reference
+(`edgeyard.drift.check`): the registered release's build-time reference, or, with a baseline
+(`store.baseline_record`), the merged aggregates of an earlier period of the app's own data (for
+apps that send plain OpenTelemetry metrics and have no release registered). Findings (a drifted
+signal, a failed rule, a drop of the expected accuracy) are stored once per (release, profile,
+signal, kind); a finding never seen before is posted to the webhook, once (retried on the next
+check until the webhook answers 2xx).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import threading
 import time
@@ -23,13 +27,21 @@ from sqlalchemy import Engine
 
 from ..drift import DriftPolicy
 from ..drift import check as drift_check
+from ..drift.explicit import ExplicitHistogram, Sketch, merge_any
 from ..drift.stats import aligned
-from ..telemetry.sketch import ExpHistogram
 from ..telemetry.window import ENGINE_LATENCY, LATENCY, Window
 from . import store
 from .metrics import ServiceMetrics
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def reference_of(rec: store.ReleaseRecord) -> dict[str, Any]:
+    """What a check compared against, for its answer."""
+    if rec.baseline is None:
+        return {"kind": "release", "release": rec.release}
+    start, end = rec.baseline
+    return {"kind": "baseline", "start": start, "end": end, "seconds": end - start}
 
 
 def parse_duration(text: str) -> float:
@@ -39,6 +51,19 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"a duration is a positive number and a unit s, m, h or d "
                          f"(got {text!r}, e.g. '1h')")
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def json_safe(x: Any) -> Any:
+    """Plain JSON: NaN and +-Inf (which extreme but valid data can produce) become None."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def runtime_summary(w: Window) -> dict[str, Any]:
@@ -68,20 +93,25 @@ def runtime_summary(w: Window) -> dict[str, Any]:
     }
 
 
-def histogram(rec: store.ReleaseRecord, name: str, cur: ExpHistogram | None) -> dict[str, Any]:
-    """A signal's reference and production (`cur`) bucket masses on their common buckets."""
-    ref = rec.reference.sketches.get(name)
+def histogram(rec: store.ReleaseRecord, name: str, cur: Sketch | None) -> dict[str, Any]:
+    """A signal's reference and production (`cur`) bucket masses on their common buckets (edges
+    that are not finite, an explicit histogram's outer ones without a min or max, are None)."""
+    ref: Sketch | None = rec.reference.sketches.get(name)
     if ref is None:
         known = ", ".join(sorted(rec.reference.sketches)) or "none"
         raise KeyError(f"signal {name!r} is not in the reference (signals: {known})")
-    if cur is None or cur.count == 0:
-        return {"name": name, "lower": [], "upper": [], "reference": [], "current": [],
-                "n_current": 0, "n_reference": int(ref.count)}
+    kind = "explicit" if isinstance(ref, ExplicitHistogram) else "exponential"
+    other = cur is not None and isinstance(cur, ExplicitHistogram) != (kind == "explicit")
+    if cur is None or cur.count == 0 or other:
+        return {"name": name, "kind": kind, "lower": [], "upper": [], "reference": [],
+                "current": [], "n_current": 0, "n_reference": int(ref.count),
+                **({"note": "production data of this signal is of another histogram kind"}
+                   if other else {})}
     a = aligned(ref, cur)
-    return {"name": name, "lower": [float(x) for x in a.lower],
-            "upper": [float(x) for x in a.upper],
-            "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
-            "n_reference": int(a.n_ref), "n_current": int(a.n_cur)}
+    return json_safe({"name": name, "kind": kind, "lower": [float(x) for x in a.lower],
+                      "upper": [float(x) for x in a.upper],
+                      "reference": [float(x) for x in a.p], "current": [float(x) for x in a.q],
+                      "n_reference": int(a.n_ref), "n_current": int(a.n_cur)})
 
 
 class Watch:
@@ -108,7 +138,8 @@ class Watch:
             return {profile: store.window(self.engine, rec, start, end, profile)}
         per = {p: store.window(self.engine, rec, start, end, p)
                for p in store.segments(self.engine, rec.model, rec.release, start, end)}
-        whole = Window.merge_all(list(per.values())) if per else Window(rec.spec, int(start * 1e9))
+        whole = store.merge_windows(list(per.values())) if per \
+            else Window(rec.spec, int(start * 1e9))
         return {"all": whole, **per}
 
     def check(self, rec: store.ReleaseRecord, window_s: float, end: float | None = None,
@@ -126,17 +157,18 @@ class Watch:
             if self.metrics is not None:
                 self.metrics.checked(report.verdict)
             if alert and report.findings:
-                self._notify(store.record_findings(self.engine, rec.model, rec.release, seg,
-                                                   report.findings))
+                self._notify(store.record_findings(self.engine, rec.model, rec.release or "*",
+                                                   seg, report.findings))
         overall = segments.get("all", segments.get(profile or "", None))
-        return {
+        return json_safe({
             "model": rec.model, "release": rec.release,
             "window": {"start": start, "end": end, "seconds": window_s},
+            "reference": reference_of(rec),
             "devices": store.device_count(self.engine, rec.model, rec.release, start, end),
             "verdict": overall["verdict"] if overall else "insufficient_data",
             "overall": overall,
             "segments": {k: v for k, v in segments.items() if k != "all"},
-        }
+        })
 
     def timeline(self, rec: store.ReleaseRecord, span_s: float, step_s: float,
                  end: float | None = None) -> dict[str, Any]:
@@ -154,12 +186,12 @@ class Watch:
         for i in range(n_steps):
             s0, s1 = start + i * step_s, min(end, start + (i + 1) * step_s)
             w = Window(rec.spec, int(s0 * 1e9))
-            parts: dict[str, list[ExpHistogram]] = {}
+            parts: dict[str, list[Sketch]] = {}
             for (b, name), h in by_bucket.items():
                 if s0 <= b < s1 or (i == 0 and b < s0):
                     parts.setdefault(name, []).append(h)
             for name, hs in parts.items():
-                w.sketches[name] = ExpHistogram.merge_all(hs)
+                w.sketches[name] = merge_any(hs)  # type: ignore[assignment]  # explicit too
             for (b, name, attrs), v in counts.items():
                 if s0 <= b < s1 or (i == 0 and b < s0):
                     store.add_counter(w, rec.spec, name, attrs, v)
@@ -174,8 +206,9 @@ class Watch:
                 "expected_accuracy": (d.get("expected_accuracy") or {}).get("current"),
                 "runtime": runtime_summary(w),
             })
-        return {"model": rec.model, "release": rec.release, "start": start, "end": end,
-                "step_s": step_s, "steps": steps}
+        return json_safe({"model": rec.model, "release": rec.release,
+                          "reference": reference_of(rec), "start": start, "end": end,
+                          "step_s": step_s, "steps": steps})
 
     def signal(self, rec: store.ReleaseRecord, name: str, window_s: float,
                end: float | None = None) -> dict[str, Any]:

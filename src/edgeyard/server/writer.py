@@ -1,12 +1,17 @@
 """Group commit: the uploads of concurrent requests are committed together, each request
 answered only after the commit that holds its uploads.
 
-One writer thread takes whatever requests are waiting (up to `max_batch` uploads), merges their
-sketches per aggregate in memory and commits them in one transaction: the cost of a commit (an
-fsync, a round trip, one read-modify-write per aggregate row) is shared by every request in the
-batch, and SQLite's single writer never waits on itself. Durability is unchanged: no request is
-acknowledged before its data is on disk. A failed transaction fails every request in it alike
-(503: the devices retry; the upload ids make the retry exact).
+One writer thread takes whatever requests are waiting (up to `max_batch` uploads) and commits
+them in one transaction (`store.ingest_requests`): the cost of a commit (an fsync, a round trip,
+one read-modify-write per aggregate row) is shared by every request in the batch, and SQLite's
+single writer never waits on itself. Durability is unchanged: no request is acknowledged before
+its data is on disk.
+
+One request never fails another: when a group's transaction fails for any reason but a busy
+database, each of its requests is committed again in a transaction of its own, so only the one
+that fails alone fails (and every other is answered as if it had been alone). A busy database
+(`store.Busy`: SQLite's lock, PostgreSQL's serialization) fails the whole group with 503: each
+device retries, and its upload ids make the retry exact.
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ from sqlalchemy import Engine
 
 from . import store
 from .decode import Upload
+from .metrics import ServiceMetrics
+
+Request = tuple[list[Upload], "Future[store.IngestResult]"]
 
 
 class GroupWriter:
-    def __init__(self, engine: Engine, bucket_s: int = store.BUCKET_S, max_batch: int = 256
+    def __init__(self, engine: Engine, bucket_s: int = store.BUCKET_S, max_batch: int = 256,
+                 limits: store.Limits | None = None, metrics: ServiceMetrics | None = None
                  ) -> None:
         self.engine, self.bucket_s, self.max_batch = engine, bucket_s, max_batch
-        self._q: queue.Queue[tuple[list[Upload], Future[store.IngestResult]] | None] = \
-            queue.Queue()
+        self.limits = limits or store.Limits()
+        self.metrics = metrics
+        self.cache = store.SeriesCache()
+        self._q: queue.Queue[Request | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="edgeyard-writer", daemon=True)
         self._thread.start()
         self.batches = 0  # transactions committed (for the service metrics)
+        self.isolated = 0  # groups whose requests were committed one by one after a failure
 
     def submit(self, uploads: list[Upload]) -> Future[store.IngestResult]:
         fut: Future[store.IngestResult] = Future()
@@ -59,23 +71,38 @@ class GroupWriter:
                 size += len(nxt[0])
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[list[Upload], Future[store.IngestResult]]]) -> None:
-        uploads = [u for ups, _ in batch for u in ups]
+    def _committed(self, requests: int) -> None:
+        self.batches += 1
+        if self.metrics is not None:
+            self.metrics.committed(requests)
+
+    def _ingest(self, requests: list[list[Upload]]) -> list[store.IngestResult]:
+        return store.ingest_requests(self.engine, requests, self.bucket_s, limits=self.limits,
+                                     cache=self.cache)
+
+    def _commit(self, batch: list[Request]) -> None:
         try:
-            res = store.ingest(self.engine, uploads, self.bucket_s)
-        except BaseException as exc:  # every request of the batch learns why
+            results = self._ingest([ups for ups, _ in batch])
+        except store.Busy as exc:  # transient for all alike: every request retries
             for _, fut in batch:
                 fut.set_exception(exc)
             return
-        self.batches += 1
-        claimed: set[str] = set()  # an id new to the database counts for its first request only
-        for ups, fut in batch:
-            r = store.IngestResult()
-            for u in ups:
-                if u.upload_id in res.new_ids and u.upload_id not in claimed:
-                    claimed.add(u.upload_id)
-                    r.new += 1
-                    r.points += u.points
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            self.isolated += 1
+            if self.metrics is not None:
+                self.metrics.isolated()
+            for ups, fut in batch:  # alone, so that only a request that fails alone fails
+                try:
+                    (res,) = self._ingest([ups])
+                except BaseException as one:
+                    fut.set_exception(one)
                 else:
-                    r.duplicates += 1
-            fut.set_result(r)
+                    self._committed(1)
+                    fut.set_result(res)
+            return
+        self._committed(len(batch))
+        for (_, fut), res in zip(batch, results, strict=True):
+            fut.set_result(res)
