@@ -1,0 +1,132 @@
+"""Rollout plans, cohorts and the statistics that decide a step: pure code, generated data with
+known truth."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from edgeyard.rollout.plan import (
+    Plan,
+    RolloutError,
+    State,
+    advance,
+    cohort_bucket,
+    command,
+    in_cohort,
+)
+from edgeyard.rollout.stats import (
+    NOT_WORSE,
+    UNDECIDED,
+    WORSE,
+    combine,
+    latency_p90,
+    mean_difference,
+    rate_ratio,
+    share_above,
+)
+
+
+def test_cohorts_are_uniform_sticky_and_monotone():
+    devices = [f"device-{i}" for i in range(20_000)]
+    buckets = np.array([cohort_bucket("r1", d) for d in devices])
+    counts = np.bincount(buckets, minlength=100)
+    assert counts.min() > 140 and counts.max() < 260  # ~200 each
+    steps = [1, 5, 25, 100]
+    members = [{d for d in devices if in_cohort("r1", d, s)} for s in steps]
+    for small, big in itertools.pairwise(members):
+        assert small <= big  # a device in at 5% stays in at 25%
+    assert abs(len(members[1]) / len(devices) - 0.05) < 0.01
+    assert cohort_bucket("r1", "device-7") == cohort_bucket("r1", "device-7")
+    other = np.array([cohort_bucket("r2", d) for d in devices[:2000]])
+    assert np.mean(other == buckets[:2000]) < 0.05  # salted: another rollout, other canaries
+
+
+def test_plans_are_validated():
+    with pytest.raises(RolloutError, match="end at 100"):
+        Plan(steps=(1, 5, 50))
+    with pytest.raises(RolloutError, match="increase"):
+        Plan(steps=(5, 1, 100))
+    p = Plan(steps=(10, 100), hold_s=60, max_hold_s=600, check_s=60)
+    assert p.alpha_per_look(4) == pytest.approx(0.01 / (4 * 10 * 2))
+    assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_the_state_machine():
+    st = State("r", "digits", "1.1", "1.0", Plan(steps=(5, 100), hold_s=10, max_hold_s=100))
+    assert advance(st, 5, NOT_WORSE) is None  # held 5 s of 10
+    d = advance(st, 12, NOT_WORSE)
+    assert d["action"] == "advance" and st.percent == 100 and st.step_started == 12
+    assert advance(st, 30, NOT_WORSE)["action"] == "complete" and st.state == "completed"
+    assert st.serves("any-device") == "1.1"
+
+    bad = State("r2", "digits", "1.2", "1.1", Plan(steps=(5, 100), hold_s=10))
+    assert advance(bad, 1, WORSE)["action"] == "rollback"
+    assert bad.state == "rolled_back" and bad.serves("any-device") == "1.1"
+    with pytest.raises(RolloutError, match="cannot resume a rollout that is rolled_back"):
+        command(bad, "resume", 2)
+
+    slow = State("r3", "digits", "1.2", "1.1", Plan(steps=(5, 100), hold_s=10, max_hold_s=50))
+    assert advance(slow, 60, UNDECIDED)["action"] == "pause"
+    assert "inconclusive" in slow.reason
+    command(slow, "resume", 70)
+    assert slow.state == "running" and slow.step_started == 70
+    command(slow, "promote", 71)
+    assert slow.state == "completed" and [d["action"] for d in slow.decisions] == [
+        "pause", "resume", "promote"]
+
+
+def _fleet(rng, buckets, calls, rate_old, rate_new, devices_per_bucket=10, spread=0.5):
+    """Per-bucket counts from devices whose own rates vary (overdispersed, like real fleets)."""
+    out = []
+    for rate in (rate_new, rate_old):
+        dev = rate * rng.gamma(1 / spread, spread, size=(buckets, devices_per_bucket))
+        n = np.full((buckets, devices_per_bucket), calls // devices_per_bucket)
+        e = rng.poisson(dev * n)
+        out += [e.sum(1), n.sum(1)]
+    return out
+
+
+def test_rate_test_false_halts_stay_within_alpha_and_catches_5x():
+    rng = np.random.default_rng(0)
+    alpha = 0.01
+    halts = sum(rate_ratio("fallbacks", *_fleet(rng, 12, 2000, 0.02, 0.02), margin=0.25,
+                           alpha=alpha).outcome == WORSE for _ in range(500))
+    assert halts / 500 <= 0.02  # A/A: at most about alpha
+    caught = sum(rate_ratio("fallbacks", *_fleet(rng, 6, 1000, 0.02, 0.10), margin=0.25,
+                            alpha=alpha).outcome == WORSE for _ in range(100))
+    assert caught >= 95
+    clean = rate_ratio("fallbacks", [0] * 12, [2000] * 12, [0] * 12, [2000] * 12, 0.25, alpha)
+    assert clean.outcome == NOT_WORSE  # no fallbacks on either side: not worse
+    few = rate_ratio("fallbacks", [0], [50], [0], [50], 0.25, alpha)
+    assert few.outcome == UNDECIDED and few.note == "too few calls"
+
+
+def test_latency_share_and_histogram_tail():
+    # values 1..1000 spread log-uniformly over buckets at scale 3
+    scale = 3
+    base = 2 ** (2 ** -scale)
+    rng = np.random.default_rng(1)
+    values = np.exp(rng.uniform(np.log(1), np.log(1000), 100_000))
+    idx = np.ceil(np.log(values) / np.log(base)).astype(int) - 1
+    counts = dict(zip(*np.unique(idx, return_counts=True), strict=True))
+    p90 = float(np.quantile(values, 0.9))
+    above = share_above({int(k): int(v) for k, v in counts.items()}, scale, p90)
+    assert above / len(values) == pytest.approx(0.10, abs=0.01)
+    # 30% slower new cohort against a 10% margin: share above 1.1 x p90(old) well over 10%
+    slower = latency_p90("latency", [1800] * 6, [6000] * 6, alpha=0.001)
+    assert slower.outcome == WORSE
+    same = latency_p90("latency", [300] * 6, [6000] * 6, alpha=0.001)  # 5%: as fast
+    assert same.outcome == NOT_WORSE
+
+
+def test_expected_accuracy_and_combining():
+    worse = mean_difference("accuracy", 0.80, 0.02, 5000, 0.90, 0.02, 5000, 0.02, 0.001)
+    fine = mean_difference("accuracy", 0.899, 0.02, 5000, 0.90, 0.02, 5000, 0.02, 0.001)
+    assert worse.outcome == WORSE and fine.outcome == NOT_WORSE
+    assert combine([fine, worse]) == WORSE
+    assert combine([fine, fine]) == NOT_WORSE
+    assert combine([fine, mean_difference("a", 0, 0, 1, 0, 0, 1, 0.02, 0.001)]) == UNDECIDED
+    assert combine([]) == UNDECIDED
