@@ -14,7 +14,10 @@ OUT ?= demo-out
 
 .PHONY: install demo test test-fast test-other-cpu lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+# what makes the venv out of date (the README test empties it: it runs in the installed venv)
+INSTALL_INPUTS ?= pyproject.toml Makefile
+
+$(STAMP): $(INSTALL_INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet -e ".[all]" --group dev --group zoo

@@ -300,6 +300,9 @@ def _server_commands() -> None:
     app.command("drift")(server_cli.drift)
     app.command("server-key")(server_cli.server_key)
     app.add_typer(server_cli.releases_app, name="releases")
+    from .server.rollout_cli import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
 
 
 _server_commands()

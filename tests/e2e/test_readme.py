@@ -46,8 +46,10 @@ def test_every_readme_command_runs(tmp_path):
     for name in ("examples", "Makefile", "pyproject.toml", "src", "device_profiles", "README.md"):
         (work / name).symlink_to(ROOT / name)
     (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    # this venv is installed already: make must not reinstall it from the scratch directory
+    # (pip would point its scripts at the scratch path, which is deleted after the test)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "OUT": str(tmp_path / "demo-out")}
+           "OUT": str(tmp_path / "demo-out"), "INSTALL_INPUTS": ""}
     out = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env,
                          capture_output=True, text=True, timeout=1500)
     log = out.stdout[-6000:] + "\n--- stderr ---\n" + out.stderr[-4000:]

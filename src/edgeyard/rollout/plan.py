@@ -1,6 +1,7 @@
 """A rollout: steps of a growing share of the fleet, sticky cohorts, and the state machine.
 
     start ──> running ──(step not worse after its hold)──> next step ... ──> completed
+                 (the step before 100% decides: at 100% no old cohort is left to compare with)
                  │  └──(worse by more than the margin)──> rolled_back   (automatic, webhook)
                  ├── pause ──> paused ── resume ──> running (the step's hold starts over)
                  ├── promote ──> completed          (by hand: the new release becomes stable)
@@ -57,6 +58,7 @@ class Plan:
     max_hold_s: float = 6 * 3600.0
     check_s: float = 60.0
     fallback_margin: float = 0.25  # fallback / error rate ratio new / old above 1.25: worse
+    fallback_floor: float = 0.001  # a new rate below (1 + margin) x old + this: not worse
     latency_margin: float = 0.10  # p90 more than 10% slower: worse
     accuracy_margin: float = 0.02  # expected accuracy 2 points lower: worse
     alpha: float = 0.01
@@ -141,8 +143,11 @@ def advance(st: State, now: float, outcome: str, figures: Sequence[dict[str, Any
         st.state, st.reason = "rolled_back", "the new release is worse (automatic rollback)"
         return st.record(now, "rollback", st.reason, figures)
     if outcome == "not_worse" and held >= st.plan.hold_s:
-        if st.step + 1 >= len(st.plan.steps):
-            st.state, st.reason = "completed", "every step held and was not worse"
+        # the last step is the whole fleet: no old cohort is left to compare with, so the step
+        # before it decides, and reaching 100% completes the rollout
+        if st.step + 2 >= len(st.plan.steps):
+            st.state, st.reason = "completed", (f"not worse after {held:.0f} s at "
+                                                f"{st.percent:g}%: every device takes it")
             return st.record(now, "complete", st.reason, figures)
         st.step += 1
         st.step_started = now

@@ -12,9 +12,9 @@ Figures (each has a margin: how much worse counts as worse):
 - rates (fallbacks per call, engine errors per call): the ratio new / old. Worse: the ratio is
   above 1 + margin with evidence (one-sided z on the log ratio < alpha). Not worse: the upper
   confidence bound is below 1 + margin.
-- latency p90 (per engine): the share of the new cohort's calls slower than (1 + margin) times
-  the old cohort's p90 in the same bucket. If the new release is no slower than that, at most
-  10% of its calls are; worse: that share is above 10% with evidence; not worse: below it.
+- latency p90 (per engine): per bucket, the log of the new cohort's p90 over the old cohort's;
+  their mean against log(1 + margin) by a one-sided t-test over the buckets (the buckets are
+  the units, so their scatter carries the overdispersion).
 - expected accuracy (mean top-1 confidence, for classifiers): the difference new - old; worse:
   below -margin with evidence.
 - drift: the new release's own drift verdict against its build-time reference, where the old
@@ -107,48 +107,33 @@ def _dispersion(en: np.ndarray, cn: np.ndarray, eo: np.ndarray, co: np.ndarray) 
     return max(1.0, chi2 / df) if df > 0 else 1.0
 
 
-def share_above(bucket_counts: dict[int, int], scale: int, threshold: float) -> float:
-    """How many of a histogram's (positive) values lie above `threshold`, counting the bucket
-    that holds the threshold in proportion (log-uniform within the bucket)."""
-    if threshold <= 0:
-        return float(sum(bucket_counts.values()))
-    base = 2.0 ** (2.0 ** -scale)
-    t = math.log(threshold, base)
-    above = 0.0
-    for index, count in bucket_counts.items():
-        lo, hi = index, index + 1  # bucket index i holds (base^i, base^(i+1)]
-        if t <= lo:
-            above += count
-        elif t < hi:
-            above += count * (hi - t)
-    return above
+def quantile_ratio(figure: str, log_ratios: np.ndarray, calls_new: int, margin: float,
+                   alpha: float, min_calls: int = 200, min_buckets: int = 5) -> Verdict:
+    """p90 latency, new / old, from the per-bucket ratios `log_ratios` (log of the new cohort's
+    p90 over the old cohort's, in buckets where both have calls enough for a p90). The buckets
+    are the units: their scatter carries device-to-device and load differences, and both
+    cohorts in a bucket ran at the same time. Worse: the mean log ratio is above log(1 +
+    margin) with evidence (one-sided t-test); not worse: below it."""
+    r = np.asarray(log_ratios, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    threshold = 1.0 + margin
+    samples = {"calls_new": int(calls_new), "buckets": int(r.size)}
+    if calls_new < min_calls or r.size < min_buckets:
+        return Verdict(figure, UNDECIDED, None if r.size == 0 else float(np.exp(r.mean())),
+                       threshold, 1.0, 1.0, samples, "too few calls or buckets")
+    mean = float(r.mean())
+    se = max(float(r.std(ddof=1)) / math.sqrt(r.size), 1e-9)
+    t = (mean - math.log(threshold)) / se
+    p_worse, p_not = _t_sf(t, r.size - 1), _t_sf(-t, r.size - 1)
+    return Verdict(figure, _outcome(p_worse, p_not, alpha), math.exp(mean), threshold, p_worse,
+                   p_not, samples, f"per-bucket log ratio sd {float(r.std(ddof=1)):.3f}")
 
 
-def latency_p90(figure: str, above_new: np.ndarray, calls_new: np.ndarray, alpha: float,
-                min_calls: int = 200) -> Verdict:
-    """`above_new[b]`: the new cohort's calls in bucket b slower than (1 + margin) x the old
-    cohort's p90 in that bucket; under "no slower than that" at most 10% are."""
-    k, n = np.asarray(above_new, dtype=np.float64), np.asarray(calls_new, dtype=np.float64)
-    keep = n > 0
-    k, n = k[keep], n[keep]
-    samples = {"calls_new": int(n.sum()), "slower_new": round(float(k.sum())),
-               "buckets": int(keep.sum())}
-    p0 = 0.10
-    if n.sum() < min_calls:
-        return Verdict(figure, UNDECIDED, None, p0, 1.0, 1.0, samples, "too few calls")
-    share = float(k.sum() / n.sum())
-    # quasi-binomial: scatter of the per-bucket shares around the pooled one
-    if len(n) > 1:
-        pooled = min(max(share, 1e-6), 1 - 1e-6)
-        chi2 = float(np.sum((k - n * pooled) ** 2 / (n * pooled * (1 - pooled))))
-        phi = max(1.0, chi2 / (len(n) - 1))
-    else:
-        phi = 1.0
-    se = math.sqrt(phi * p0 * (1 - p0) / n.sum())
-    z = (share - p0) / se
-    p_worse, p_not = _norm_sf(z), _norm_sf(-z)
-    return Verdict(figure, _outcome(p_worse, p_not, alpha), share, p0, p_worse, p_not, samples,
-                   f"overdispersion {phi:.2f}")
+def _t_sf(t: float, df: int) -> float:
+    """P(T > t), Student's t with `df` degrees of freedom (scipy, which the server has)."""
+    from scipy import stats as st
+
+    return float(st.t.sf(t, df))
 
 
 def mean_difference(figure: str, mean_new: float, var_new: float, n_new: int, mean_old: float,

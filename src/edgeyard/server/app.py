@@ -9,6 +9,8 @@
     GET  /api/timeline           drift statistics per time step (admin key)
     GET  /api/signal             reference vs production histogram of one signal (admin key)
     GET  /api/findings           findings, newest first (admin key)
+    /api/rollouts, /api/stable, /api/releases/.../files, /v1/assignment, /v1/releases/...
+                                 releases served to devices and rollouts (rollout_api.py)
     GET  /                       the HTML report (admin key, or the cookie `POST /login` sets)
     GET  /login, POST /login     a form for the admin key; the POST sets the cookie
     GET  /metrics                Prometheus metrics of the service itself (no key)
@@ -60,6 +62,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import decode, store
 from .errors import RefusalLog, status_body
 from .metrics import ServiceMetrics
+from .rollout_api import add_routes
+from .rollouts import RolloutLoop
 from .watch import Watch, parse_duration
 from .writer import GroupWriter
 
@@ -98,6 +102,9 @@ class Settings:
     max_series_per_request: int | None = 1_000  # distinct series one request may touch
     max_series_per_app: int | None = 10_000  # distinct series an app may store
     log_refusals_per_s: float = 10.0  # lines a second for refused requests (the rest counted)
+    poll_s: float = 300.0  # how often devices ask for their assignment (sent to them)
+    rollout_tick_s: float | None = 10.0  # how often the rollout loop wakes (None: off)
+    max_release_file: int = 2 * 1024 * 1024 * 1024  # one uploaded release file, bytes
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,14 +165,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     keys = _KeyCache(engine)
     inflight = asyncio.Semaphore(settings.max_inflight)
     refusals = RefusalLog(settings.log_refusals_per_s)
+    rollout_loop = RolloutLoop(engine, watch, settings.webhook)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.check_every_s:
             watch.start_background(settings.check_every_s, parse_duration(settings.check_window))
+        if settings.rollout_tick_s:
+            rollout_loop.start_background(settings.rollout_tick_s)
         try:
             yield
         finally:
+            rollout_loop.stop_background()
             watch.stop_background()
             writer.close()
 
@@ -173,7 +184,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                   description="Telemetry ingestion (OTLP/HTTP) and drift checks for edgeyard "
                               "releases and OpenTelemetry apps.")
     app.state.engine, app.state.watch, app.state.metrics = engine, watch, metrics
-    app.state.writer = writer
+    app.state.writer, app.state.rollouts = writer, rollout_loop
 
     def client_of(request: Request) -> str | None:
         return request.client.host if request.client else None
@@ -217,6 +228,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                 "admin key")
 
     Admin = Depends(admin)
+
+    def device(authorization: Annotated[str | None, Header()] = None) -> str | None:
+        """A device's key (ingest, or admin): the app it is for, None for any app."""
+        found = keys.get(key := key_of(authorization)) or keys.lookup(key)
+        if found is None:
+            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        return found[1]
+
+    add_routes(app, engine, admin, device, _read_capped, poll_s=settings.poll_s,
+               max_file=settings.max_release_file, loop=rollout_loop)
 
     @app.post("/v1/metrics", summary="OTLP/HTTP metrics export (ingest key)",
               responses={200: {"description": "committed (partial_success when points were "

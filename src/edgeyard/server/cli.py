@@ -76,6 +76,11 @@ def serve(
              "(0: no limit)")] = 10_000,
     log_refusals_per_s: Annotated[float, typer.Option(
         help="log lines a second for refused requests (the rest are counted)")] = 10.0,
+    poll: Annotated[float, typer.Option(
+        help="seconds between a device's polls for its release (sent to the devices)")] = 300.0,
+    rollout_tick: Annotated[float, typer.Option(
+        help="seconds between looks of the rollout loop (each rollout is looked at every "
+             "check_s of its plan; 0: no automatic decisions)")] = 10.0,
 ) -> None:
     """Run the telemetry ingestion and drift service (OTLP/HTTP on /v1/metrics)."""
     require("fastapi", extra="server")
@@ -92,7 +97,8 @@ def serve(
                         check_every_s=check_every or None, check_window=check_window,
                         max_series_per_request=max_series_per_request or None,
                         max_series_per_app=max_series_per_app or None,
-                        log_refusals_per_s=log_refusals_per_s)
+                        log_refusals_per_s=log_refusals_per_s, poll_s=poll,
+                        rollout_tick_s=rollout_tick or None)
     _log_to_stderr()
     app = create_app(settings, engine)
     shown = engine.url.render_as_string(hide_password=True)
@@ -148,16 +154,45 @@ def register(
     server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
     key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
     data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
+    files: Annotated[bool, typer.Option(help="also upload the files devices download (for "
+                                             "rollouts); --no-files: drift checks only")] = True,
+    stable: Annotated[bool, typer.Option(help="make it the release devices serve outside a "
+                                              "rollout (an app's first release)")] = False,
 ) -> None:
-    """Upload a release's reference sketches so that the server can check drift against them."""
+    """Upload a release to the server: its reference sketches (drift checks) and the files
+    devices download (content-addressed: a file the server has is not sent again)."""
     from .client import Client, ServerError, admin_key
 
     try:
-        out = Client(server, admin_key(key, data_dir)).register(release_dir)
+        client = Client(server, admin_key(key, data_dir))
+        out = client.register(release_dir, files=files)
+        if stable:
+            client.set_stable(out["model"], out["release"])
     except ServerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"registered {out['model']} {out['release']} at {server}")
+    sent = f", {len(out['uploaded'])} files uploaded" if "uploaded" in out else ""
+    typer.echo(f"registered {out['model']} {out['release']} at {server}{sent}"
+               + (" (stable)" if stable else ""))
+
+
+@releases_app.command("stable")
+def set_stable(
+    model: Annotated[str, typer.Argument(help="the app (model name)")],
+    release: Annotated[str, typer.Argument(help="the release its devices serve")],
+    server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
+    key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
+) -> None:
+    """Set the release an app's devices serve outside a rollout (no rollout may be running)."""
+    from .client import Client, ServerError, admin_key
+
+    try:
+        Client(server, admin_key(key, data_dir)).set_stable(model, release)
+    except ServerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{model}: stable release {release}")
 
 
 def drift(

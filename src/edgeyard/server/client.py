@@ -49,11 +49,13 @@ class Client:
         self.key = key
         self.timeout_s = timeout_s
 
-    def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+              **params: Any) -> Any:
         q = {k: v for k, v in params.items() if v is not None}
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(q)}" if q else "")
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/octet-stream" if raw is not None
+                   else "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -84,8 +86,11 @@ class Client:
                     raise
                 time.sleep(0.2)
 
-    def register(self, release_dir: str | os.PathLike[str]) -> dict[str, str]:
-        """Upload a release's manifest and build-time reference sketches."""
+    def register(self, release_dir: str | os.PathLike[str], files: bool = True
+                 ) -> dict[str, Any]:
+        """Upload a release's manifest and build-time reference sketches (drift checks), and
+        with `files` every file a device downloads (rollouts): only those the server does not
+        hold yet."""
         root = Path(release_dir)
         manifest_file, ref_file = root / "release.json", root / "telemetry" / "reference.json"
         for f in (manifest_file, ref_file):
@@ -93,7 +98,39 @@ class Client:
                 raise ServerError(f"{f} is missing: is {root} a release built by edgeyard?")
         body = {"manifest": json.loads(manifest_file.read_text()),
                 "reference": json.loads(ref_file.read_text())}
-        out: dict[str, str] = self._call("POST", "/api/releases", body)
+        out: dict[str, Any] = self._call("POST", "/api/releases", body)
+        if files:
+            base = f"/api/releases/{_q(out['model'])}/{_q(out['release'])}/files"
+            missing = self._call("GET", base)["missing"]
+            for rel in missing:
+                f = root / rel
+                if not f.is_file():
+                    raise ServerError(f"{f} is missing: the release directory is incomplete")
+                self._call("PUT", f"{base}/{urllib.parse.quote(rel)}", raw=f.read_bytes())
+            out["uploaded"] = missing
+        return out
+
+    def set_stable(self, model: str, release: str) -> dict[str, Any]:
+        """What the app's devices serve outside a rollout."""
+        out: dict[str, Any] = self._call("PUT", f"/api/stable/{_q(model)}", {"release": release})
+        return out
+
+    def start_rollout(self, model: str, release: str, **plan: Any) -> dict[str, Any]:
+        """Start rolling `release` out (plan: the fields of `edgeyard.rollout.plan.Plan`)."""
+        out: dict[str, Any] = self._call("POST", "/api/rollouts",
+                                         {"model": model, "release": release, **plan})
+        return out
+
+    def rollouts(self, model: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self._call("GET", "/api/rollouts", model=model)
+        return out
+
+    def rollout(self, rollout_id: str, action: str | None = None) -> dict[str, Any]:
+        """One rollout; with `action` (pause, resume, promote, rollback) after it."""
+        if action is None:
+            out: dict[str, Any] = self._call("GET", f"/api/rollouts/{_q(rollout_id)}")
+        else:
+            out = self._call("POST", f"/api/rollouts/{_q(rollout_id)}/{_q(action)}")
         return out
 
     def drift(self, model: str, release: str | None = None, window: str = "1h",
@@ -105,3 +142,7 @@ class Client:
                                          window=window, profile=profile, end=end,
                                          alert=str(alert).lower(), baseline=baseline)
         return out
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")

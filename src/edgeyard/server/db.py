@@ -19,6 +19,11 @@ Tables
   set), what the per-app cardinality limit counts.
 - cumulative_state: per series of cumulative temporality (one resource's metric and point
   attributes, hashed) its last point, the base of the next delta (`cumulative.py`).
+- blobs: file contents by sha256 (content-addressed: a file shared by releases is stored once).
+- release_files: the files of a release that devices download (path -> sha256, size).
+- stable: per app, the release a device serves when no rollout assigns it another.
+- rollouts, rollout_decisions: a rollout's plan and state, and every decision with its figures
+  (`rollouts.py`).
 
 Statements are batched within each database's limit on bound parameters (`max_params`):
 PostgreSQL's 65,535, SQLite's 32,766 (999 before SQLite 3.32).
@@ -150,6 +155,59 @@ cumulative_state = Table(
     Column("state", LargeBinary, nullable=False),  # the last cumulative value
     Column("updated_at", Float, nullable=False),
     Index("ix_cumulative_state_model", "model"),
+)
+
+
+blobs = Table(
+    "blobs", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+release_files = Table(
+    "release_files", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("release", String(100), primary_key=True),
+    Column("path", String(500), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+)
+
+stable = Table(
+    "stable", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("release", String(100), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("previous", String(100), nullable=False),
+    Column("plan", Text, nullable=False),  # JSON of rollout.plan.Plan
+    Column("state", String(20), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("step_started", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_rollouts_model", "model"),
+)
+
+rollout_decisions = Table(
+    "rollout_decisions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout", String(64), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("percent", Float, nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("figures", Text, nullable=False),  # JSON list of rollout.stats.Verdict dicts
+    Index("ix_rollout_decisions_rollout", "rollout"),
 )
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -125,8 +126,7 @@ class Watch:
         # the timeline is an overview of many steps: the cheaper Gaussian null (slightly
         # anti-conservative for a small reference); verdicts come from `check`
         self.overview = dataclasses.replace(self.policy, null="gaussian")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic: Periodic | None = None
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -225,15 +225,8 @@ class Watch:
             return
         lines = [f"{f['model']} {f['release']} [{f['profile']}] {f['kind']} {f['signal']}: "
                  f"{f['message']}" for f in new]
-        body = json.dumps({"text": "edgeyard: new findings\n" + "\n".join(lines),
-                           "findings": new}).encode()
-        req = urllib.request.Request(self.webhook, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                ok = 200 <= resp.status < 300
-        except (urllib.error.URLError, OSError):
-            ok = False
+        ok = post_json(self.webhook, {"text": "edgeyard: new findings\n" + "\n".join(lines),
+                                      "findings": new})
         if self.metrics is not None:
             self.metrics.alerted(ok)
         if ok:
@@ -250,20 +243,49 @@ class Watch:
                 self.check(rec, window_s, alert=True)
 
     def start_background(self, every_s: float, window_s: float) -> None:
+        def failed() -> None:
+            if self.metrics is not None:
+                self.metrics.checked("error")
+
+        self._periodic = Periodic(lambda: self.check_all(window_s), every_s,
+                                  "edgeyard-drift-checks", failed)
+
+    def stop_background(self) -> None:
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+
+
+class Periodic:
+    """`fn` every `every_s` seconds in a daemon thread until `stop`; an exception in one run
+    is handed to `on_error` and never stops the next run."""
+
+    def __init__(self, fn: Callable[[], Any], every_s: float, name: str,
+                 on_error: Callable[[], None] | None = None) -> None:
+        self._stop = threading.Event()
+
         def loop() -> None:
             while not self._stop.wait(every_s):
                 try:
-                    self.check_all(window_s)
-                except Exception:  # a failed check must not stop the next one
-                    if self.metrics is not None:
-                        self.metrics.checked("error")
+                    fn()
+                except Exception:
+                    if on_error is not None:
+                        on_error()
 
-        self._stop.clear()
-        self._thread = threading.Thread(target=loop, name="edgeyard-drift-checks", daemon=True)
+        self._thread = threading.Thread(target=loop, name=name, daemon=True)
         self._thread.start()
 
-    def stop_background(self) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._thread.join(timeout=10)
+
+
+def post_json(url: str, payload: dict[str, Any]) -> bool:
+    """POST `payload` as JSON to a webhook (Slack-style `text` first); True on a 2xx."""
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError):
+        return False

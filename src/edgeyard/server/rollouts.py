@@ -1,0 +1,345 @@
+"""Rollouts on the server: stored plans and states, the figures each look compares, and the
+loop that decides.
+
+A rollout hands release `release` of an app to a growing share of its devices (the plan's steps)
+in place of `previous` (the app's stable release when it started). Its state and every decision
+live in the database (`rollouts`, `rollout_decisions`), written in one transaction per decision,
+so a server killed at any moment comes back with the plan and every decision intact; the loop
+then goes on from the stored state.
+
+Each look (every `plan.check_s`, by `RolloutLoop`) compares the two cohorts over the current
+step's time, bucket by bucket (both releases run at the same time: see `rollout.stats`):
+- fallback rate (fallbacks per call) and engine error rate (engine exceptions per call),
+- p90 latency of each engine both cohorts use,
+- expected accuracy (the mean top-1 confidence), for classifiers,
+and, before a step advances, the drift verdict of each release against its own build-time
+reference (the new release drifting where the old one does not is worse).
+
+`advance` (rollout.plan) turns the outcome into a decision; a completed rollout makes the new
+release stable, a rolled-back one leaves the old release stable. The webhook is told of every
+halt (rollback, or a pause for want of evidence).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, and_, insert, select, update
+
+from ..rollout import stats
+from ..rollout.plan import ACTIVE, Plan, RolloutError, State, advance, command
+from ..telemetry.sketch import ExpHistogram
+from ..telemetry.window import ENGINE_LATENCY
+from . import db, distribution
+from .store import _write, counter_rows, signals
+
+CONFIDENCE = "output.confidence"
+MIN_BUCKET_CALLS = 20  # calls of each cohort in a bucket before its p90s are compared
+
+
+# --- storage ----------------------------------------------------------------------------------
+
+def _state_of(row: Any, decisions: list[dict[str, Any]]) -> State:
+    return State(row.id, row.model, row.release, row.previous, Plan.from_dict(json.loads(row.plan)),
+                 row.state, row.step, row.step_started, row.reason, decisions)
+
+
+def get(engine: Engine, rollout_id: str) -> State | None:
+    t, d = db.rollouts, db.rollout_decisions
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(t.c.id == rollout_id)).first()
+        if row is None:
+            return None
+        decisions = [{"time": r.time, "step": r.step, "percent": r.percent, "action": r.action,
+                      "why": r.why, "figures": json.loads(r.figures)}
+                     for r in conn.execute(select(d).where(d.c.rollout == rollout_id)
+                                           .order_by(d.c.id))]
+    return _state_of(row, decisions)
+
+
+def list_ids(engine: Engine, model: str | None = None, active_only: bool = False) -> list[str]:
+    t = db.rollouts
+    cond = []
+    if model is not None:
+        cond.append(t.c.model == model)
+    if active_only:
+        cond.append(t.c.state.in_(ACTIVE))
+    with engine.connect() as conn:
+        return [r.id for r in conn.execute(select(t.c.id).where(and_(True, *cond))
+                                           .order_by(t.c.created_at))]
+
+
+def active(engine: Engine, model: str) -> State | None:
+    ids = list_ids(engine, model, active_only=True)
+    return get(engine, ids[-1]) if ids else None
+
+
+def start(engine: Engine, model: str, release: str, plan: Plan, now: float | None = None
+          ) -> State:
+    """A new rollout of `release` in place of the app's stable release."""
+    now = time.time() if now is None else now
+    previous = distribution.stable(engine, model)
+    if previous is None:
+        raise RolloutError(f"{model} has no stable release to roll out from: set one first "
+                           f"(`edgeyard releases stable {model} VERSION`)")
+    if previous == release:
+        raise RolloutError(f"{model} {release} is the stable release already")
+    try:
+        distribution.servable(engine, model, release)
+    except KeyError as exc:
+        raise RolloutError(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise RolloutError(str(exc)) from None
+    st = State(uuid.uuid4().hex[:16], model, release, previous, plan, step_started=now)
+    t = db.rollouts
+    with _write(engine) as conn, conn.begin():
+        running = conn.execute(select(t.c.id, t.c.release).where(
+            and_(t.c.model == model, t.c.state.in_(ACTIVE)))).first()
+        if running is not None:
+            raise RolloutError(f"{model} has a rollout in progress ({running.id}, release "
+                               f"{running.release}): finish, promote or roll it back first")
+        conn.execute(insert(t).values(
+            id=st.rollout_id, model=model, release=release, previous=previous,
+            plan=json.dumps(plan.to_dict()), state=st.state, step=0, step_started=now,
+            reason="started", created_at=now, updated_at=now))
+        _insert_decision(conn, st, st.record(now, "start", f"{release} to {plan.steps[0]:g}% "
+                                                           f"of the fleet, in place of {previous}"))
+    return st
+
+
+def _insert_decision(conn: Any, st: State, d: dict[str, Any]) -> None:
+    conn.execute(insert(db.rollout_decisions).values(
+        rollout=st.rollout_id, time=d["time"], step=d["step"], percent=d["percent"],
+        action=d["action"], why=d["why"], figures=json.dumps(_finite(d["figures"]))))
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def save(engine: Engine, st: State, decision: dict[str, Any], now: float) -> None:
+    """The state after `decision`, and the decision, in one transaction (with the stable
+    release when the rollout completed)."""
+    t = db.rollouts
+    with _write(engine) as conn, conn.begin():
+        conn.execute(update(t).where(t.c.id == st.rollout_id).values(
+            state=st.state, step=st.step, step_started=st.step_started, reason=st.reason,
+            updated_at=now))
+        _insert_decision(conn, st, decision)
+        if st.state == "completed":
+            distribution.set_stable(engine, st.model, st.release, conn=conn)
+
+
+def act(engine: Engine, rollout_id: str, action: str, who: str = "admin",
+        now: float | None = None) -> tuple[State, dict[str, Any]]:
+    """pause / resume / promote / rollback by hand."""
+    now = time.time() if now is None else now
+    st = get(engine, rollout_id)
+    if st is None:
+        raise KeyError(f"no rollout {rollout_id}")
+    d = command(st, action, now, who)
+    save(engine, st, d, now)
+    return st, d
+
+
+def to_dict(st: State, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return _finite({
+        "id": st.rollout_id, "model": st.model, "release": st.release,
+        "previous": st.previous, "state": st.state, "step": st.step,
+        "percent": st.percent, "steps": list(st.plan.steps), "reason": st.reason,
+        "step_started": st.step_started, "step_held_s": max(0.0, now - st.step_started),
+        "plan": st.plan.to_dict(), "decisions": st.decisions,
+    })
+
+
+# --- assignment -------------------------------------------------------------------------------
+
+def assignment(engine: Engine, model: str, device: str) -> tuple[str, str | None] | None:
+    """(release, rollout id) a device of `model` should serve now; None: nothing to serve."""
+    st = active(engine, model)
+    if st is not None:
+        return st.serves(device), st.rollout_id
+    release = distribution.stable(engine, model)
+    return None if release is None else (release, None)
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+def _by_bucket(rows: dict[tuple[Any, ...], int], name: str, kind: str | None = None
+               ) -> dict[int, int]:
+    out: dict[int, int] = defaultdict(int)
+    for (bucket, n, attrs), v in rows.items():
+        if n != name:
+            continue
+        if kind is not None and json.loads(attrs).get("kind") != kind:
+            continue
+        out[int(bucket)] += v
+    return out
+
+
+def _engines(rows: dict[tuple[Any, ...], int]) -> set[str]:
+    return {str(json.loads(a).get("engine")) for (_, n, a) in rows if n == "calls"} - {"none"}
+
+
+def _aligned(buckets: list[int], *maps: dict[int, int]) -> list[np.ndarray]:
+    return [np.asarray([m.get(b, 0) for b in buckets], dtype=np.float64) for m in maps]
+
+
+def _mean_var(h: Any) -> tuple[float, float, int]:
+    """Mean and variance of a sketch's values (bucket midpoints for the second moment)."""
+    if not isinstance(h, ExpHistogram) or h.count == 0:
+        return math.nan, math.nan, 0
+    mean = h.sum / h.count
+    pos = h.positive.trimmed()
+    idx = np.arange(pos.offset, pos.offset + len(pos))
+    mid = np.exp2((idx + 0.5) * 2.0 ** -h.scale)
+    second = float(np.sum(pos.counts * mid ** 2)) / h.count
+    return mean, max(0.0, second - mean * mean), int(h.count)
+
+
+def figures(engine: Engine, st: State, now: float) -> list[stats.Verdict]:
+    """The looks' comparisons of the new cohort with the old over the current step."""
+    plan, start = st.plan, st.step_started
+    new = counter_rows(engine, st.model, st.release, start, now, by_bucket=True)
+    old = counter_rows(engine, st.model, st.previous, start, now, by_bucket=True)
+    buckets = sorted({k[0] for k in new} | {k[0] for k in old})
+    cn, co = _by_bucket(new, "calls"), _by_bucket(old, "calls")
+    engines = sorted(_engines(new) & _engines(old))
+    n_figures = 2 + len(engines) + 1
+    alpha = plan.alpha_per_look(n_figures)
+    out = []
+    for figure, kind in (("fallback rate", None), ("engine error rate", "error")):
+        en, eo = _by_bucket(new, "fallbacks", kind), _by_bucket(old, "fallbacks", kind)
+        a_en, a_cn, a_eo, a_co = _aligned(buckets, en, cn, eo, co)
+        out.append(stats.rate_ratio(figure, a_en, a_cn, a_eo, a_co, margin=plan.fallback_margin,
+                                    alpha=alpha, min_calls=plan.min_calls,
+                                    floor=plan.fallback_floor))
+    for e in engines:
+        name = f"{ENGINE_LATENCY}{{engine={e}}}"
+        hn = signals(engine, st.model, st.release, start, now, signal=name, by_bucket=True)
+        ho = signals(engine, st.model, st.previous, start, now, signal=name, by_bucket=True)
+        ratios, calls = [], 0
+        for (b, _), h in hn.items():
+            o = ho.get((b, name))
+            if not isinstance(h, ExpHistogram) or not isinstance(o, ExpHistogram):
+                continue
+            calls += h.count
+            if min(h.count, o.count) >= MIN_BUCKET_CALLS:
+                ratios.append(math.log(h.quantile(0.9) / o.quantile(0.9)))
+        out.append(stats.quantile_ratio(f"p90 latency {e}", np.asarray(ratios), calls,
+                                        plan.latency_margin, alpha, plan.min_calls))
+    sn = signals(engine, st.model, st.release, start, now, signal=CONFIDENCE)
+    so = signals(engine, st.model, st.previous, start, now, signal=CONFIDENCE)
+    if CONFIDENCE in sn and CONFIDENCE in so:
+        mn, vn, nn = _mean_var(sn[CONFIDENCE])
+        mo, vo, no = _mean_var(so[CONFIDENCE])
+        if nn and no:
+            out.append(stats.mean_difference("expected accuracy (mean top-1 confidence)",
+                                             mn, vn, nn, mo, vo, no, plan.accuracy_margin,
+                                             alpha, plan.min_calls))
+    return out
+
+
+def drift_figure(watch: Any, st: State, now: float) -> stats.Verdict | None:
+    """Each release against its own build-time reference over the step: worse when the new
+    release drifts and the old one does not (both see the same inputs, so drift of the inputs
+    alone shows in both)."""
+    from . import store
+
+    recs = [store.release(watch.engine, st.model, v) for v in (st.release, st.previous)]
+    if any(r is None for r in recs):
+        return None
+    window = max(1.0, now - st.step_started)
+    verdicts = [watch.check(r, window, end=now)["verdict"] for r in recs]
+    worse = verdicts[0] == "drift" and verdicts[1] != "drift"
+    decided = all(v != "insufficient_data" for v in verdicts)
+    outcome = stats.WORSE if worse else (stats.NOT_WORSE if decided else stats.UNDECIDED)
+    return stats.Verdict("drift against each release's reference", outcome, None, 0.0,
+                         0.0 if worse else 1.0, 0.0 if outcome == stats.NOT_WORSE else 1.0,
+                         {}, f"new: {verdicts[0]}, old: {verdicts[1]}")
+
+
+def look(engine: Engine, st: State, now: float, watch: Any = None) -> dict[str, Any] | None:
+    """One look at a running rollout; the decision taken (and stored), or None."""
+    verdicts = figures(engine, st, now)
+    outcome = stats.combine(verdicts)
+    if outcome == stats.NOT_WORSE and now - st.step_started >= st.plan.hold_s and \
+            watch is not None:
+        d = drift_figure(watch, st, now)
+        if d is not None:
+            verdicts.append(d)
+            outcome = stats.combine(verdicts)
+    decision = advance(st, now, outcome, [v.to_dict() for v in verdicts])
+    if decision is not None:
+        save(engine, st, decision, now)
+    return decision
+
+
+class RolloutLoop:
+    """Looks at every running rollout every `every_s` seconds (each rollout at most once per
+    its plan's `check_s`), in a background thread; posts halts to the webhook."""
+
+    def __init__(self, engine: Engine, watch: Any = None, webhook: str | None = None) -> None:
+        self.engine, self.watch, self.webhook = engine, watch, webhook
+        self._last: dict[str, float] = {}
+        self._periodic: Any = None
+        self.errors = 0
+
+    def tick(self, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        taken = []
+        for rid in list_ids(self.engine, active_only=True):
+            st = get(self.engine, rid)
+            if st is None or st.state != "running":
+                continue
+            if now - self._last.get(rid, 0.0) < st.plan.check_s:
+                continue
+            self._last[rid] = now
+            d = look(self.engine, st, now, self.watch)
+            if d is not None:
+                taken.append({"rollout": rid, **d})
+                if d["action"] in ("rollback", "pause"):
+                    self.notify(st, d)
+        return taken
+
+    def notify(self, st: State, d: dict[str, Any]) -> bool:
+        if not self.webhook:
+            return False
+        from .watch import post_json
+
+        worse = [f for f in d["figures"] if f.get("outcome") == stats.WORSE]
+        text = (f"edgeyard: rollout of {st.model} {st.release} {d['action']} at "
+                f"{d['percent']:g}%: {d['why']}" +
+                "".join(f"\n- {f['figure']}: {f.get('estimate')} (worse than "
+                        f"{f.get('threshold')})" for f in worse))
+        return post_json(self.webhook, {"text": text, "rollout": to_dict(st), "decision": d})
+
+    def start_background(self, every_s: float) -> None:
+        from .watch import Periodic
+
+        def failed() -> None:
+            self.errors += 1
+
+        self._periodic = Periodic(self.tick, every_s, "edgeyard-rollouts", failed)
+
+    def stop_background(self) -> None:
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+
+
+__all__ = ["RolloutError", "RolloutLoop", "act", "active", "assignment", "figures", "get",
+           "list_ids", "look", "start", "to_dict"]

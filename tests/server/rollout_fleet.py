@@ -1,0 +1,115 @@
+"""Releases and a simulated fleet for the rollout tests: signed digits releases of one model
+under several versions, and devices (threads) that run the real updater, runtime and collector
+against a real `edgeyard serve`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def versions_of(release_dir: Path, out: Path, versions: list[str]) -> tuple[dict[str, Path], Path]:
+    """Copies of a built release under other version numbers (the same model: an A/A), each
+    signed with one new key; returns the directories and the public key."""
+    from edgeyard.signing import generate_keys, sign_release
+
+    key, pub = generate_keys(out / "keys" / "release.pem")
+    dirs = {}
+    for v in versions:
+        d = out / f"digits-{v}"
+        shutil.copytree(release_dir, d)
+        m = json.loads((d / "release.json").read_text())
+        m["model"]["version"] = v
+        m.pop("signature", None)
+        (d / "release.json").write_text(json.dumps(m, indent=2))
+        sign_release(d, key)
+        dirs[v] = d
+    return dirs, pub
+
+
+class Faulty:
+    """The primary engine of a bad release: raises on a share of the calls made from the app's
+    thread (the field); the self-test at load, run by the updater, passes."""
+
+    def __init__(self, engine: Any, rate: float, seed: int, field: threading.Thread) -> None:
+        self.engine, self.rate, self.field = engine, rate, field
+        self.rng = np.random.default_rng(seed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def predict(self, inputs: Any) -> Any:
+        if threading.current_thread() is self.field and self.rng.random() < self.rate:
+            raise RuntimeError("injected fault: the delegate crashed")
+        return self.engine.predict(inputs)
+
+
+class Device(threading.Thread):
+    """One device: an updater polling the server, the serving release's runtime and collector,
+    and an app calling predict at its own pace. `bad`: version -> share of the primary
+    engine's calls that fail (after the self-test: faults come from the field)."""
+
+    def __init__(self, i: int, root: Path, server: str, key: str, pub: Path, x: np.ndarray,
+                 bad: dict[str, float], poll_s: float, pace_s: float = 0.004) -> None:
+        super().__init__(name=f"device-{i}", daemon=True)
+        self.i, self.x, self.bad, self.pace_s = i, x, bad, pace_s
+        self.device_id = f"device-{i:03d}"
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.served: dict[str, int] = {}
+        self.history: list[tuple[float, str | None]] = []  # (time, serving release) on change
+        from edgeyard.runtime.updater import Deployment, Updater
+
+        self.updater = Updater(root / self.device_id, server, "digits", "host", self.device_id,
+                               api_key=key, public_key=pub, poll_s=poll_s, threads=1)
+        self.deployment = Deployment(
+            self.updater, poll=True,
+            collector_options={"endpoint": server + "/v1/metrics", "api_key": key,
+                               "spool_dir": str(root / self.device_id / "spool"),
+                               "window_s": 0.5, "window_calls": 200, "max_overhead": None},
+            runtime_options={"wrap_engine": self._wrap})
+        self.swaps: list[tuple[float, str]] = []  # (time, release) the updater swapped in
+        swap = self.updater.on_swap
+
+        def noted(target: Path) -> None:
+            self.swaps.append((time.time(), target.name.rsplit("-", 1)[0]))
+            assert swap is not None
+            swap(target)
+
+        self.updater.on_swap = noted
+        self._note()
+
+    def _wrap(self, target: str, engine: Any) -> Any:
+        release = self.updater.serving_release()  # `current` points at what loads
+        rate = self.bad.get(release or "", 0.0)
+        if rate and target.endswith("fp32"):  # the primary engine of the bad release
+            return Faulty(engine, rate, self.i, self)
+        return engine
+
+    def _note(self) -> None:
+        r = self.deployment.release
+        if not self.history or self.history[-1][1] != r:
+            self.history.append((time.time(), r))
+
+    def run(self) -> None:
+        rng = np.random.default_rng(self.i)
+        while not self.stop.is_set():
+            try:
+                self.deployment.predict(self.x[int(rng.integers(len(self.x)))][None])
+                r = self.deployment.release or "none"
+                self.served[r] = self.served.get(r, 0) + 1
+            except Exception as exc:  # recorded: the test asserts there are none
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._note()
+            time.sleep(self.pace_s)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=30)
+        self.deployment.close()
