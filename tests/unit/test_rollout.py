@@ -79,30 +79,43 @@ def test_the_state_machine():
         "pause", "resume", "promote"]
 
 
-def _fleet(rng, buckets, calls, rate_old, rate_new, devices_per_bucket=10, spread=0.5):
-    """Per-bucket counts from devices whose own rates vary (overdispersed, like real fleets)."""
+def _cohorts(rng, devices_new, devices_old, calls, rate_old, rate_new, broken=0.02):
+    """Per-device (events, calls) of two cohorts over a step. Devices differ: each has its own
+    rate (gamma, as spread as its mean), and a share of them are broken phones that fail 20% of
+    their calls; the cohort holds whichever devices the hash gave it."""
     out = []
-    for rate in (rate_new, rate_old):
-        dev = rate * rng.gamma(1 / spread, spread, size=(buckets, devices_per_bucket))
-        n = np.full((buckets, devices_per_bucket), calls // devices_per_bucket)
-        e = rng.poisson(dev * n)
-        out += [e.sum(1), n.sum(1)]
+    for n, rate in ((devices_new, rate_new), (devices_old, rate_old)):
+        r = rate * rng.gamma(1.0, 1.0, n)
+        r = np.where(rng.random(n) < broken, 0.2 * rate / 0.01, r)
+        c = rng.poisson(calls, n)
+        out += [rng.poisson(r * c), c]
     return out
 
 
 def test_rate_test_false_halts_stay_within_alpha_and_catches_5x():
     rng = np.random.default_rng(0)
     alpha = 0.01
-    halts = sum(rate_ratio("fallbacks", *_fleet(rng, 12, 2000, 0.02, 0.02), margin=0.25,
-                           alpha=alpha).outcome == WORSE for _ in range(500))
-    assert halts / 500 <= 0.02  # A/A: at most about alpha
-    caught = sum(rate_ratio("fallbacks", *_fleet(rng, 6, 1000, 0.02, 0.10), margin=0.25,
-                            alpha=alpha).outcome == WORSE for _ in range(100))
+    # a 1% step of a 20,000-device fleet: 200 devices against 19,800, 50 calls each
+    halts = sum(rate_ratio("fallbacks", *_cohorts(rng, 200, 19_800, 50, 0.01, 0.01),
+                           margin=0.25, alpha=alpha).outcome == WORSE for _ in range(500))
+    assert halts / 500 <= 0.02  # A/A: at most about alpha, broken phones and all
+    caught = sum(rate_ratio("fallbacks", *_cohorts(rng, 200, 19_800, 50, 0.01, 0.05),
+                            margin=0.25, alpha=alpha).outcome == WORSE for _ in range(100))
     assert caught >= 95
-    clean = rate_ratio("fallbacks", [0] * 12, [2000] * 12, [0] * 12, [2000] * 12, 0.25, alpha)
+    z = np.zeros(100)
+    clean = rate_ratio("fallbacks", z, np.full(100, 200), z, np.full(100, 200), 0.25, alpha)
     assert clean.outcome == NOT_WORSE  # no fallbacks on either side: not worse
     few = rate_ratio("fallbacks", [0], [50], [0], [50], 0.25, alpha)
     assert few.outcome == UNDECIDED and few.note == "too few calls"
+
+
+def test_device_level_variance_keeps_a_few_broken_phones_from_halting():
+    """Calls treated as independent would call a cohort that happens to hold 3 broken phones
+    among 20 devices worse; the devices as units do not."""
+    e_new, c_new = np.array([200, 190, 210] + [1] * 17), np.full(20, 1000)
+    e_old, c_old = np.full(2000, 10), np.full(2000, 1000)
+    v = rate_ratio("fallbacks", e_new, c_new, e_old, c_old, margin=0.25, alpha=0.001)
+    assert v.estimate > 3 and v.outcome != WORSE, v
 
 
 def bucket_log_ratios(rng, slowdown: float, buckets: int = 30, calls: int = 200):

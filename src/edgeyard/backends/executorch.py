@@ -55,7 +55,7 @@ class ExecutorchBackend(Backend):
         if request.precision == "int8":
             module = self._quantize(request, module, args, details)
         elif request.precision == "fp16":
-            module = _HalfInside(module.half())
+            module = _HalfInside(_graph_to_half(module.half()))
             details["quantizer"] = "fp16 program, float32 I/O"
         exported = torch.export.export(module, args)
         partitioners = []
@@ -220,6 +220,41 @@ def _delegation(edge: Any) -> dict[str, Any]:
         "non_delegated_nodes": info.num_non_delegated_nodes,
         "fallback_ops": fallback,
     }
+
+
+def _graph_to_half(gm: Any) -> Any:
+    """`.half()` casts parameters and buffers; a graph from torch.export also holds float32 in
+    its ops' arguments (the dtype of `.to(h.dtype)`, `torch.full`, `arange`... fixed at export),
+    which then meet float16 tensors ("expected scalar type Float but found Half" in a mean
+    pooling's mask cast). Every float32 dtype argument becomes float16, and every float scalar
+    beyond float16's range (one that stands for infinity: an attention mask filled with
+    float32's lowest, -3.4e38, as transformers does) becomes half of float16's largest, so that
+    a score plus the mask cannot overflow to -inf (float16's lowest itself would: -65504 - 20
+    rounds to -inf). Known limit: on MiniLM the program then converts, and the edge program is
+    finite in PyTorch, but ExecuTorch's kernels (portable and XNNPACK alike) return NaN: the
+    target FAILS verification with that reason."""
+    torch = require("torch")
+    top = float(torch.finfo(torch.float16).max) / 2
+
+    def cast(a: Any) -> Any:
+        if a is torch.float32:
+            return torch.float16
+        if isinstance(a, float) and abs(a) > 2 * top and a == a:  # not NaN
+            return top if a > 0 else -top
+        return a
+
+    changed = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        args = tuple(cast(a) for a in node.args)
+        kwargs = {k: cast(v) for k, v in node.kwargs.items()}
+        if args != node.args or kwargs != node.kwargs:
+            node.args, node.kwargs = args, kwargs
+            changed += 1
+    if changed:
+        gm.recompile()
+    return gm
 
 
 def _half_inside_cls() -> type:

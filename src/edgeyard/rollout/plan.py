@@ -51,7 +51,8 @@ class Plan:
     """steps: percentages of the fleet, increasing, ending at 100. hold_s: the least time a step
     runs before it may advance (its figures must also say "not worse"); max_hold_s: past it an
     undecided step pauses the rollout. margins: how much worse counts as worse, per figure.
-    alpha: the false-halt budget of the whole rollout (split over every look at every figure)."""
+    alpha: the false-halt budget of the whole rollout (split over every look at every figure);
+    beta: the level at which a figure is "not worse" (see rollout.stats)."""
 
     steps: tuple[float, ...] = (1.0, 5.0, 25.0, 100.0)
     hold_s: float = 3600.0
@@ -62,6 +63,7 @@ class Plan:
     latency_margin: float = 0.10  # p90 more than 10% slower: worse
     accuracy_margin: float = 0.02  # expected accuracy 2 points lower: worse
     alpha: float = 0.01
+    beta: float = 0.05  # the level of "not worse" (advancing a worse release by one step)
     min_calls: int = 200  # per cohort and figure, before a figure can decide
 
     def __post_init__(self) -> None:
@@ -72,8 +74,10 @@ class Plan:
                                f"(got {steps})")
         if self.hold_s < 0 or self.max_hold_s < self.hold_s or self.check_s <= 0:
             raise RolloutError("hold_s >= 0, max_hold_s >= hold_s and check_s > 0 are needed")
-        if not 0 < self.alpha < 0.5:
-            raise RolloutError(f"alpha is a probability below 0.5 (got {self.alpha})")
+        for name in ("alpha", "beta"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise RolloutError(f"{name} is a probability below 0.5 (got "
+                                   f"{getattr(self, name)})")
 
     @property
     def looks_per_step(self) -> int:

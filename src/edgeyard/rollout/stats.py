@@ -1,17 +1,17 @@
 """Is the new release worse than the one it replaces, on live traffic? The tests a rollout step
 runs between its cohort (new release) and the rest of the fleet (old release).
 
-The two cohorts run at the same time, so they are compared bucket by bucket (the server's
-aggregation buckets, 5 minutes by default): time-of-day and load effects hit both alike. The
-evidence is pooled over the step's buckets, with an overdispersion factor estimated from how
-much the per-bucket figures scatter beyond what independent calls would give (quasi-Poisson /
-quasi-binomial): calls from one device are not independent (a broken phone fails every call),
-and treating them as if they were would halt healthy rollouts.
+The two cohorts run at the same time over the same step, so time-of-day and load effects hit
+both alike. Calls from one device are not independent (a broken phone fails every call; a busy
+one is slow for minutes), and treating them as if they were would halt healthy rollouts: rates
+take the devices as their units (cluster-robust variance), latency the time buckets (the
+server's aggregation buckets, 5 minutes by default), each compared within the bucket.
 
 Figures (each has a margin: how much worse counts as worse):
-- rates (fallbacks per call, engine errors per call): the ratio new / old. Worse: the ratio is
-  above 1 + margin with evidence (one-sided z on the log ratio < alpha). Not worse: the upper
-  confidence bound is below 1 + margin.
+- rates (fallbacks per call, engine errors per call), from per-device totals: the ratio new /
+  old. Worse: the ratio is above 1 + margin with evidence (one-sided z on the log ratio <
+  alpha). Not worse: the upper confidence bound is below 1 + margin (or the new rate's is below
+  (1 + margin) x old + an absolute floor).
 - latency p90 (per engine): per bucket, the log of the new cohort's p90 over the old cohort's;
   their mean against log(1 + margin) by a one-sided t-test over the buckets (the buckets are
   the units, so their scatter carries the overdispersion).
@@ -20,8 +20,13 @@ Figures (each has a margin: how much worse counts as worse):
 - drift: the new release's own drift verdict against its build-time reference, where the old
   release's is clean: worse.
 
-`alpha` is the false-halt budget of one look at one figure: `decide` is called at every look of
-every step, so the plan divides the rollout's budget among them (Bonferroni), as the gate does.
+`alpha` is the false-halt budget of one look at one figure: the figures are tested at every look
+of every step, so the plan divides the rollout's budget among them (Bonferroni), as the gate
+does. `beta` is the level of "not worse", which lets a step advance: the chance of taking a
+release that is worse by more than the margin one step further, where the next, larger cohort
+tests it again. The two differ on purpose: a false halt costs a release, an advance by mistake
+costs one step; and "not worse" within a 25% margin cannot be shown at 1e-5 from a cohort of a
+few hundred devices of which a few are broken phones.
 """
 
 from __future__ import annotations
@@ -57,58 +62,63 @@ class Verdict:
                 "p_not_worse": self.p_not_worse, "samples": self.samples, "note": self.note}
 
 
-def _outcome(p_worse: float, p_not: float, alpha: float) -> str:
+def _outcome(p_worse: float, p_not: float, alpha: float, beta: float | None) -> str:
     if p_worse < alpha:
         return WORSE
-    if p_not < alpha:
+    if p_not < (alpha if beta is None else beta):
         return NOT_WORSE
     return UNDECIDED
 
 
 def rate_ratio(figure: str, events_new: np.ndarray, calls_new: np.ndarray,
                events_old: np.ndarray, calls_old: np.ndarray, margin: float, alpha: float,
-               min_calls: int = 200, floor: float = 0.001) -> Verdict:
-    """Events per call, new / old, per bucket (arrays aligned by bucket). `floor`: an absolute
-    rate (per call) below which the new cohort is not worse whatever the ratio: with no
-    fallbacks on either side a ratio cannot be bounded, but 0 in 10,000 calls is fine."""
+               min_calls: int = 200, floor: float = 0.001, beta: float | None = None
+               ) -> Verdict:
+    """Events per call, new / old, from per-device totals over the step (one entry per device
+    of each cohort). The devices are the units: a cohort's rate is sum(events) / sum(calls),
+    and its variance the cluster-robust (ratio-estimator) one, sum((e_d - R c_d)^2) / C^2 x
+    n / (n - 1), never below the Poisson variance R / C. So one broken phone that fails every
+    call, or a cohort that happens to hold a few of them, widens the interval instead of
+    halting a healthy rollout. `floor`: an absolute rate (per call) below which the new cohort
+    is not worse whatever the ratio: with no events on either side a ratio cannot be bounded,
+    but 0 in 10,000 calls is fine."""
     en, cn, eo, co = (np.asarray(a, dtype=np.float64) for a in
                       (events_new, calls_new, events_old, calls_old))
-    keep = (cn > 0) & (co > 0)
-    en, cn, eo, co = en[keep], cn[keep], eo[keep], co[keep]
     samples = {"calls_new": int(cn.sum()), "calls_old": int(co.sum()),
-               "events_new": int(en.sum()), "events_old": int(eo.sum()), "buckets": int(keep.sum())}
+               "events_new": int(en.sum()), "events_old": int(eo.sum()),
+               "devices_new": int(np.count_nonzero(cn)), "devices_old": int(np.count_nonzero(co))}
     threshold = 1.0 + margin
     if cn.sum() < min_calls or co.sum() < min_calls:
         return Verdict(figure, UNDECIDED, None, threshold, 1.0, 1.0, samples, "too few calls")
     # continuity: half an event on each side, so zero-event cohorts have a finite ratio
-    rn, ro = (en.sum() + 0.5) / cn.sum(), (eo.sum() + 0.5) / co.sum()
+    rn, vn = _cluster_rate(en, cn)
+    ro, vo = _cluster_rate(eo, co)
     ratio = rn / ro
-    phi = _dispersion(en, cn, eo, co)
-    se = math.sqrt(phi * (1.0 / (en.sum() + 0.5) + 1.0 / (eo.sum() + 0.5)))
+    se = math.sqrt(vn / rn ** 2 + vo / ro ** 2)  # of the log ratio (delta method)
     z = (math.log(ratio) - math.log(threshold)) / se
     p_worse, p_not = _norm_sf(z), _norm_sf(-z)
     # absolute: the new rate's one-sided upper bound against (1 + margin) x old + floor
-    z_new = (ro * threshold + floor - rn) / (math.sqrt(phi * (en.sum() + 0.5)) / cn.sum())
+    z_new = (ro * threshold + floor - rn) / math.sqrt(vn)
     p_not = min(p_not, _norm_sf(z_new))
-    return Verdict(figure, _outcome(p_worse, p_not, alpha), ratio, threshold, p_worse, p_not,
-                   samples, f"overdispersion {phi:.2f}")
+    poisson = (en.sum() + 0.5) / cn.sum() ** 2
+    return Verdict(figure, _outcome(p_worse, p_not, alpha, beta), ratio, threshold, p_worse, p_not,
+                   samples, f"device-level variance x{vn / poisson:.2f} the Poisson one")
 
 
-def _dispersion(en: np.ndarray, cn: np.ndarray, eo: np.ndarray, co: np.ndarray) -> float:
-    """Pearson chi-square / df of the per-bucket counts around a model with one rate per cohort
-    (floored at 1): how much more the buckets scatter than independent calls would."""
-    chi2, df = 0.0, -2
-    for e, c in ((en, cn), (eo, co)):
-        rate = e.sum() / c.sum() if c.sum() else 0.0
-        expected = rate * c
-        ok = expected > 0
-        chi2 += float(np.sum((e[ok] - expected[ok]) ** 2 / expected[ok]))
-        df += int(ok.sum())
-    return max(1.0, chi2 / df) if df > 0 else 1.0
+def _cluster_rate(e: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """A cohort's rate (half an event added) and its cluster-robust variance."""
+    keep = c > 0
+    e, c = e[keep], c[keep]
+    total = float(c.sum())
+    rate = (float(e.sum()) + 0.5) / total
+    n = len(c)
+    robust = float(np.sum((e - rate * c) ** 2)) / total ** 2 * (n / (n - 1)) if n > 1 else 0.0
+    return rate, max(robust, rate / total)
 
 
 def quantile_ratio(figure: str, log_ratios: np.ndarray, calls_new: int, margin: float,
-                   alpha: float, min_calls: int = 200, min_buckets: int = 5) -> Verdict:
+                   alpha: float, min_calls: int = 200, min_buckets: int = 5,
+                   beta: float | None = None) -> Verdict:
     """p90 latency, new / old, from the per-bucket ratios `log_ratios` (log of the new cohort's
     p90 over the old cohort's, in buckets where both have calls enough for a p90). The buckets
     are the units: their scatter carries device-to-device and load differences, and both
@@ -125,7 +135,7 @@ def quantile_ratio(figure: str, log_ratios: np.ndarray, calls_new: int, margin: 
     se = max(float(r.std(ddof=1)) / math.sqrt(r.size), 1e-9)
     t = (mean - math.log(threshold)) / se
     p_worse, p_not = _t_sf(t, r.size - 1), _t_sf(-t, r.size - 1)
-    return Verdict(figure, _outcome(p_worse, p_not, alpha), math.exp(mean), threshold, p_worse,
+    return Verdict(figure, _outcome(p_worse, p_not, alpha, beta), math.exp(mean), threshold, p_worse,
                    p_not, samples, f"per-bucket log ratio sd {float(r.std(ddof=1)):.3f}")
 
 
@@ -138,7 +148,7 @@ def _t_sf(t: float, df: int) -> float:
 
 def mean_difference(figure: str, mean_new: float, var_new: float, n_new: int, mean_old: float,
                     var_old: float, n_old: int, margin: float, alpha: float,
-                    min_n: int = 200) -> Verdict:
+                    min_n: int = 200, beta: float | None = None) -> Verdict:
     """new - old of a mean (expected accuracy: the mean top-1 confidence); worse: below
     -margin."""
     samples = {"n_new": int(n_new), "n_old": int(n_old)}
@@ -148,8 +158,44 @@ def mean_difference(figure: str, mean_new: float, var_new: float, n_new: int, me
     se = math.sqrt(max(var_new, 1e-12) / n_new + max(var_old, 1e-12) / n_old)
     z = (-margin - diff) / se
     p_worse, p_not = _norm_sf(z), _norm_sf(-z)
-    return Verdict(figure, _outcome(p_worse, p_not, alpha), diff, -margin, p_worse, p_not,
+    return Verdict(figure, _outcome(p_worse, p_not, alpha, beta), diff, -margin, p_worse, p_not,
                    samples)
+
+
+@dataclass
+class Evidence:
+    """What one look compares, gathered over the current step (the server reads it from its
+    database, the calibration benchmark simulates it):
+    devices_new / devices_old: per device of each cohort, (calls, fallbacks, engine errors);
+    latency: per engine both cohorts use, (per-bucket log(p90 new / p90 old), new calls);
+    accuracy: (mean, variance, n) of the top-1 confidence, new then old, for classifiers."""
+
+    devices_new: np.ndarray
+    devices_old: np.ndarray
+    latency: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    accuracy: tuple[tuple[float, float, int], tuple[float, float, int]] | None = None
+
+
+def verdicts(plan: Any, ev: Evidence) -> list[Verdict]:
+    """Every figure's verdict for one look: "worse" at the plan's per-look share of alpha (the
+    false-halt budget), "not worse" at the plan's beta."""
+    alpha = plan.alpha_per_look(2 + len(ev.latency) + 1)
+    dn = np.asarray(ev.devices_new, dtype=np.float64).reshape(-1, 3)
+    do = np.asarray(ev.devices_old, dtype=np.float64).reshape(-1, 3)
+    beta = plan.beta
+    out = [rate_ratio(figure, dn[:, col], dn[:, 0], do[:, col], do[:, 0],
+                      margin=plan.fallback_margin, alpha=alpha, min_calls=plan.min_calls,
+                      floor=plan.fallback_floor, beta=beta)
+           for figure, col in (("fallback rate", 1), ("engine error rate", 2))]
+    for engine, (log_ratios, calls) in sorted(ev.latency.items()):
+        out.append(quantile_ratio(f"p90 latency {engine}", log_ratios, calls,
+                                  plan.latency_margin, alpha, plan.min_calls, beta=beta))
+    if ev.accuracy is not None:
+        (mn, vn, nn), (mo, vo, no) = ev.accuracy
+        out.append(mean_difference("expected accuracy (mean top-1 confidence)", mn, vn, nn,
+                                   mo, vo, no, plan.accuracy_margin, alpha, plan.min_calls,
+                                   beta=beta))
+    return out
 
 
 def combine(verdicts: list[Verdict]) -> str:

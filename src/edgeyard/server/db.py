@@ -7,7 +7,8 @@ default `synchronous_commit=on`.
 
 Tables
 - releases: a registered release's manifest and build-time reference window.
-- uploads: one row per accepted device window (the upload id de-duplicates retries); no payload.
+- uploads: one row per accepted device window (the upload id de-duplicates retries); no payload
+  but its calls, fallbacks and engine errors (per-device totals for rollouts).
 - aggregates: per (model, release, profile, signal, bucket) the merged sketch of every upload
   whose window started in that bucket (`bucket_s`, 5 minutes by default): queries merge a few
   aggregates, never scan uploads.
@@ -78,7 +79,13 @@ uploads = Table(
     Column("start_ns", BigInteger, nullable=False),
     Column("end_ns", BigInteger, nullable=False),
     Column("points", Integer, nullable=False),
+    # the window's calls, fallbacks and engine errors as uploaded: per-device totals for the
+    # rollout statistics (the device is their unit)
+    Column("calls", BigInteger, nullable=False, server_default="0"),
+    Column("fallbacks", BigInteger, nullable=False, server_default="0"),
+    Column("errors", BigInteger, nullable=False, server_default="0"),
     Index("ix_uploads_model_release_received", "model", "release", "received_at"),
+    Index("ix_uploads_model_release_start", "model", "release", "start_ns"),
 )
 
 aggregates = Table(

@@ -26,7 +26,6 @@ import json
 import math
 import time
 import uuid
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from ..rollout.plan import ACTIVE, Plan, RolloutError, State, advance, command
 from ..telemetry.sketch import ExpHistogram
 from ..telemetry.window import ENGINE_LATENCY
 from . import db, distribution
-from .store import _write, counter_rows, signals
+from .store import _write, counter_rows, device_totals, signals
 
 CONFIDENCE = "output.confidence"
 MIN_BUCKET_CALLS = 20  # calls of each cohort in a bucket before its p90s are compared
@@ -178,24 +177,8 @@ def assignment(engine: Engine, model: str, device: str) -> tuple[str, str | None
 
 # --- figures ----------------------------------------------------------------------------------
 
-def _by_bucket(rows: dict[tuple[Any, ...], int], name: str, kind: str | None = None
-               ) -> dict[int, int]:
-    out: dict[int, int] = defaultdict(int)
-    for (bucket, n, attrs), v in rows.items():
-        if n != name:
-            continue
-        if kind is not None and json.loads(attrs).get("kind") != kind:
-            continue
-        out[int(bucket)] += v
-    return out
-
-
 def _engines(rows: dict[tuple[Any, ...], int]) -> set[str]:
-    return {str(json.loads(a).get("engine")) for (_, n, a) in rows if n == "calls"} - {"none"}
-
-
-def _aligned(buckets: list[int], *maps: dict[int, int]) -> list[np.ndarray]:
-    return [np.asarray([m.get(b, 0) for b in buckets], dtype=np.float64) for m in maps]
+    return {str(json.loads(a).get("engine")) for (n, a) in rows if n == "calls"} - {"none"}
 
 
 def _mean_var(h: Any) -> tuple[float, float, int]:
@@ -211,22 +194,22 @@ def _mean_var(h: Any) -> tuple[float, float, int]:
 
 
 def figures(engine: Engine, st: State, now: float) -> list[stats.Verdict]:
-    """The looks' comparisons of the new cohort with the old over the current step."""
-    plan, start = st.plan, st.step_started
-    new = counter_rows(engine, st.model, st.release, start, now, by_bucket=True)
-    old = counter_rows(engine, st.model, st.previous, start, now, by_bucket=True)
-    buckets = sorted({k[0] for k in new} | {k[0] for k in old})
-    cn, co = _by_bucket(new, "calls"), _by_bucket(old, "calls")
-    engines = sorted(_engines(new) & _engines(old))
-    n_figures = 2 + len(engines) + 1
-    alpha = plan.alpha_per_look(n_figures)
-    out = []
-    for figure, kind in (("fallback rate", None), ("engine error rate", "error")):
-        en, eo = _by_bucket(new, "fallbacks", kind), _by_bucket(old, "fallbacks", kind)
-        a_en, a_cn, a_eo, a_co = _aligned(buckets, en, cn, eo, co)
-        out.append(stats.rate_ratio(figure, a_en, a_cn, a_eo, a_co, margin=plan.fallback_margin,
-                                    alpha=alpha, min_calls=plan.min_calls,
-                                    floor=plan.fallback_floor))
+    """The look's comparisons of the new cohort with the old over the current step."""
+    return stats.verdicts(st.plan, evidence(engine, st, now))
+
+
+def evidence(engine: Engine, st: State, now: float) -> stats.Evidence:
+    """The step's figures from the database: per-device totals from the uploads, per-bucket
+    p90s of each engine's latency sketches, the merged top-1 confidence sketches."""
+    start = st.step_started
+
+    def devices(version: str) -> np.ndarray:
+        rows = device_totals(engine, st.model, version, start, now)
+        return np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 3)
+
+    engines = sorted(_engines(counter_rows(engine, st.model, st.release, start, now))
+                     & _engines(counter_rows(engine, st.model, st.previous, start, now)))
+    latency = {}
     for e in engines:
         name = f"{ENGINE_LATENCY}{{engine={e}}}"
         hn = signals(engine, st.model, st.release, start, now, signal=name, by_bucket=True)
@@ -239,18 +222,15 @@ def figures(engine: Engine, st: State, now: float) -> list[stats.Verdict]:
             calls += h.count
             if min(h.count, o.count) >= MIN_BUCKET_CALLS:
                 ratios.append(math.log(h.quantile(0.9) / o.quantile(0.9)))
-        out.append(stats.quantile_ratio(f"p90 latency {e}", np.asarray(ratios), calls,
-                                        plan.latency_margin, alpha, plan.min_calls))
+        latency[e] = (np.asarray(ratios), calls)
+    accuracy = None
     sn = signals(engine, st.model, st.release, start, now, signal=CONFIDENCE)
     so = signals(engine, st.model, st.previous, start, now, signal=CONFIDENCE)
     if CONFIDENCE in sn and CONFIDENCE in so:
-        mn, vn, nn = _mean_var(sn[CONFIDENCE])
-        mo, vo, no = _mean_var(so[CONFIDENCE])
-        if nn and no:
-            out.append(stats.mean_difference("expected accuracy (mean top-1 confidence)",
-                                             mn, vn, nn, mo, vo, no, plan.accuracy_margin,
-                                             alpha, plan.min_calls))
-    return out
+        new, old = _mean_var(sn[CONFIDENCE]), _mean_var(so[CONFIDENCE])
+        if new[2] and old[2]:
+            accuracy = (new, old)
+    return stats.Evidence(devices(st.release), devices(st.previous), latency, accuracy)
 
 
 def drift_figure(watch: Any, st: State, now: float) -> stats.Verdict | None:

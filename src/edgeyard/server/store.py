@@ -232,7 +232,8 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limi
     conn.execute(insert(t), [
         {"upload_id": w.u.upload_id, "model": w.u.model, "release": w.u.release,
          "profile": w.u.profile, "device_id": w.u.device_id, "received_at": now,
-         "start_ns": w.u.start_ns or w.u.end_ns, "end_ns": w.u.end_ns, "points": w.u.points}
+         "start_ns": w.u.start_ns or w.u.end_ns, "end_ns": w.u.end_ns, "points": w.u.points,
+         **_call_counts(w.u)}
         for w in fresh])
     inserted = _admit_series(conn, fresh, limits, cache, now)
     _convert_cumulative(conn, fresh, now)
@@ -244,6 +245,35 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limi
         conn.execute(update(t).where(t.c.upload_id == bindparam("b_id"))
                      .values(points=bindparam("b_points")), changed)
     return works, inserted
+
+
+def _call_counts(u: Upload) -> dict[str, int]:
+    """The window's calls, fallbacks and engine errors (as uploaded), each capped at 2^40 (no
+    window has more calls; sums over 2^23 windows stay within int64)."""
+    calls = fallbacks = errors = 0
+    for (name, attrs), v in u.counters.items():
+        if name == "calls":
+            calls += v
+        elif name == "fallbacks":
+            fallbacks += v
+            if '"kind":"error"' in attrs:  # canonical JSON (decode.py)
+                errors += v
+    cap = 2**40
+    return {"calls": min(calls, cap), "fallbacks": min(fallbacks, cap), "errors": min(errors, cap)}
+
+
+def device_totals(engine: Engine, model: str, version: str, start: float, end: float
+                  ) -> list[tuple[str, int, int, int]]:
+    """Per device: (device id, calls, fallbacks, engine errors) of the release's windows that
+    started in [start, end)."""
+    t = db.uploads
+    with engine.connect() as conn:
+        q = select(t.c.device_id, func.sum(t.c.calls), func.sum(t.c.fallbacks),
+                   func.sum(t.c.errors)).where(and_(
+                       t.c.model == model, t.c.release == version,
+                       t.c.start_ns >= int(start * 1e9), t.c.start_ns < int(end * 1e9))
+                   ).group_by(t.c.device_id)
+        return [(r[0], int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)) for r in conn.execute(q)]
 
 
 # --- series and the per-app limit -------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Releases served to devices (content-addressed files), the stable release per app, rollouts
-and their decisions.
+and their decisions; per-window calls, fallbacks and engine errors on uploads.
 
 Revision ID: 0003
 Revises: 0002
@@ -15,6 +15,11 @@ down_revision = "0002"
 
 
 def upgrade() -> None:
+    for col in ("calls", "fallbacks", "errors"):
+        op.add_column("uploads", sa.Column(col, sa.BigInteger, nullable=False,
+                                           server_default="0"))
+    op.create_index("ix_uploads_model_release_start", "uploads",
+                    ["model", "release", "start_ns"])
     op.create_table(
         "blobs",
         sa.Column("sha256", sa.String(64), primary_key=True),
@@ -72,3 +77,7 @@ def downgrade() -> None:
     op.drop_table("stable")
     op.drop_table("release_files")
     op.drop_table("blobs")
+    op.drop_index("ix_uploads_model_release_start", "uploads")
+    with op.batch_alter_table("uploads") as batch:  # SQLite drops columns by copying
+        for col in ("calls", "fallbacks", "errors"):
+            batch.drop_column(col)
