@@ -16,8 +16,14 @@ Data: scikit-learn's bundled handwritten digits (1,797 8x8 images; no download),
     release 1.0 on held-out digits they never saw (the calibration split) and upload telemetry;
  6. drifted phase: the same devices see the same digits through a worse camera: 30% dimmer,
     with Gaussian noise (sigma 0.2 of full scale) added and clipped to [0, 1];
- 7. drift checks of each phase, the HTML report, and a summary: drifted signals, fallbacks by
-    reason, latency p50/p90 by engine; then everything is shut down.
+ 7. drift checks of each phase;
+ 8. rollout: twelve devices (threads running the updater, the runtime and the collector) serve
+    1.0 as the stable release; 1.1 rolls out to 25% of them, the server compares the cohorts and
+    takes it to 100%; then 1.2 (1.1 re-signed as a new version) whose primary engine fails half
+    of its calls in the field rolls out, and the server rolls it back at its first step;
+ 9. the HTML report (drift, runtime and both rollouts' timelines) and a summary: drifted
+    signals, fallbacks by reason, latency p50/p90 by engine, the rollouts; then everything is
+    shut down.
 
 All outputs stay in `--out`: the releases, the signing keys, the gate report, the server's
 database and keys, the drift results (JSON) and `report.html`.
@@ -49,6 +55,11 @@ import digits  # noqa: E402
 import edgeyard  # noqa: E402
 
 BUCKET_S = 5  # the server's time resolution in this demo (default 300 s)
+POLL_S = 1.0  # how often a device asks for its release in this demo (default 300 s)
+# the rollout plan of this demo, sized to its twelve devices and seconds of traffic (the
+# defaults are 1, 5, 25, 100 % with an hour per step): one deciding step, a look every 2 s
+ROLLOUT_PLAN = {"steps": [25, 100], "hold_s": 30.0, "check_s": 2.0, "max_hold_s": 120.0,
+                "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.2}
 FLEET = [  # device id, profile, engine made to fail, share of its calls that fail
     ("laptop-1", "linux-x86_64", None, 0.0),
     ("laptop-2", "linux-x86_64", None, 0.0),
@@ -140,7 +151,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeyard.cli", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--bucket-s", str(BUCKET_S),
-             "--check-every", "0"],
+             "--check-every", "0", "--poll", str(POLL_S), "--rollout-tick", "0.5"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         print("  " + self.proc.stdout.readline().strip())
@@ -195,6 +206,55 @@ def run_fleet(server: Server, built: dict[str, Any], x: np.ndarray, phase: str, 
         results.append(r)
         print(f"  {r['device']:9} {r['profile']:13} {r['calls']:4} calls, served by "
               f"{r['served_by']}, {r['fallbacks']} fallbacks, {r['uploaded']} windows uploaded")
+    return results
+
+
+def rollout_phase(server: Server, built: dict[str, Any], x: np.ndarray, out: Path
+                  ) -> dict[str, Any]:
+    """1.1 rolls out and completes; 1.2, faulty in the field, is rolled back at its first step."""
+    from rollout_fleet import Device, versions_of
+
+    from edgeyard.server.client import Client
+
+    c = Client(server.url, server.key("admin"))
+    keys = (out / "keys" / "release.pem", built["public_key"])
+    bad, _ = versions_of(built["releases"]["1.1"].path, out / "rollout", ["1.2"], keys=keys)
+    for path in (built["releases"]["1.0"].path, built["releases"]["1.1"].path, bad["1.2"]):
+        c.register(path)
+    c.set_stable("digits", "1.0")
+    # each device calls predict ~50 times a second: the fleet keeps the two cores far from
+    # saturated, so latency is the model's and not the machine's queue
+    devices = [Device(i, out / "rollout" / "fleet", server.url, server.key("ingest"),
+                      built["public_key"], x, bad={"1.2": 0.5}, poll_s=POLL_S, pace_s=0.02,
+                      profile="linux-x86_64") for i in range(12)]
+    results: dict[str, Any] = {}
+    try:
+        for d in devices:
+            d.start()
+        for version in ("1.1", "1.2"):
+            r = c.start_rollout("digits", version, **ROLLOUT_PLAN)
+            end = time.monotonic() + 180
+            while c.rollout(r["id"])["state"] == "running" and time.monotonic() < end:
+                time.sleep(1.0)
+            r = c.rollout(r["id"])
+            if r["state"] in ("running", "paused"):  # undecided: back to the stable release
+                c.rollout(r["id"], "rollback")
+            last = r["decisions"][-1]
+            worse = [f"{f['figure']} {f['estimate']:.3g}" for f in last["figures"]
+                     if f["outcome"] == "worse"]
+            took = last["time"] - r["decisions"][0]["time"]
+            print(f"  {version}: {r['state'].replace('_', ' ')} at {r['percent']:g}% after "
+                  f"{took:.0f} s ({last['why']}{'; ' + ', '.join(worse) if worse else ''})")
+            time.sleep(3 * POLL_S)  # the fleet follows within a poll interval
+            serving = Counter(d.deployment.release for d in devices)
+            print("    devices now serving: " + ", ".join(f"{v} x{n}"
+                                                           for v, n in sorted(serving.items())))
+            results[version] = {"state": r["state"], "percent": r["percent"], "seconds": took,
+                                "serving": dict(serving), "decisions": r["decisions"]}
+    finally:
+        for d in devices:
+            d.close()
+    (out / "rollouts.json").write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -274,7 +334,7 @@ def main() -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    steps = Steps(8)
+    steps = Steps(9)
     data = digits.load()
     models = steps.run("train release 1.0 and 1.1 on scikit-learn's digits",
                        lambda: train(data, args.epochs))
@@ -307,6 +367,8 @@ def main() -> int:
             (out / "drift.json").write_text(json.dumps(phases, indent=2))
 
         steps.run("drift checks of both phases", checks)
+        rolled = steps.run("rollout: 1.1 in steps to 12 devices, then a faulty 1.2",
+                           lambda: rollout_phase(server, built, data.x_calib, out))
         path = steps.run("HTML report", lambda: report(server, times["clean"][0],
                                                        times["drifted"][1], out))
     finally:
@@ -316,10 +378,15 @@ def main() -> int:
     print(summarize(phases))
     print(f"HTML report: {path}")
     print(f"all outputs: {out}  ({steps.elapsed() / 60:.1f} min)")
+    print(f"rollouts: 1.1 {rolled['1.1']['state'].replace('_', ' ')}, 1.2 "
+          f"{rolled['1.2']['state'].replace('_', ' ')} (decisions in {out / 'rollouts.json'})")
     clean_ok = phases["clean"]["verdict"] == "ok"
     drift_found = phases["drifted"]["verdict"] == "drift"
     if not (clean_ok and drift_found):
         print("unexpected: the clean phase should pass and the drifted one be flagged")
+        return 1
+    if rolled["1.1"]["state"] != "completed" or rolled["1.2"]["state"] != "rolled_back":
+        print("unexpected: 1.1 should complete its rollout and 1.2 be rolled back")
         return 1
     return 0
 

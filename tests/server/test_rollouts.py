@@ -8,15 +8,19 @@ import hashlib
 import http.server
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from .conftest import engine_of
-from .rollout_fleet import Device, versions_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "digits"))
+from rollout_fleet import Device, versions_of
 
 
 @pytest.fixture(scope="session")
@@ -357,3 +361,51 @@ def test_a_rollout_survives_kill_9_with_its_plan_and_every_decision(serve, serve
     got = [json.loads(get(f"{again.url}/v1/assignment?model=digits&device=d{i}", key)[2])
            ["release"] for i in range(200)]
     assert 0 < got.count("1.1") < 40  # 5% of 200, give or take
+
+
+def test_a_release_whose_engines_all_fail_reverts_on_the_device_without_the_network(
+        serve, releases, digits_data, tmp_path):
+    from edgeyard.runtime.runtime import AllEnginesFailed
+    from edgeyard.runtime.updater import Deployment, Updater
+
+    dirs, pub = releases
+    server = serve(None)
+    c = client_of(server)
+    c.register(dirs["1.0"])
+    c.register(dirs["1.1"])
+    c.set_stable("digits", "1.0")
+    updater = Updater(tmp_path / "dev", server.url, "digits", "host", "d1",
+                      api_key=server.key("ingest"), public_key=pub, threads=1)
+    app = threading.current_thread()
+
+    class Broken:  # every engine of 1.1 fails in the field (its self-test passed)
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def predict(self, inputs):
+            if threading.current_thread() is app:
+                raise RuntimeError("injected: the delegate crashed")
+            return self.engine.predict(inputs)
+
+    def wrap(target, engine):
+        return Broken(engine) if updater.serving_release() == "1.1" else engine
+
+    deployment = Deployment(updater, poll=False, revert_after=3,
+                            runtime_options={"wrap_engine": wrap})
+    x = digits_data.x_eval[:1]
+    assert deployment.release == "1.0" and deployment.predict(x) is not None
+    start_rollout(c, "1.1", steps=[100])
+    assert updater.poll_once() == "installed 1.1" and deployment.release == "1.1"
+    server.kill9()  # from here on, no network
+    for _ in range(2):
+        with pytest.raises(AllEnginesFailed):
+            deployment.predict(x)
+    y = deployment.predict(x)  # the third failure in a row reverts, and 1.0 answers
+    assert y is not None and deployment.release == "1.0"
+    assert updater.serving_release() == "1.0" and updater.stats["reverts"] == 1
+    assert [k.split("@")[0] for k in updater.refused()] == ["1.1"]
+    assert "reverted on the device" in next(iter(updater.refused().values()))
+    deployment.close()

@@ -151,7 +151,10 @@ class OnnxBackend(Backend):
             details["converter"] = "onnxruntime.transformers.float16 (keep_io_types)"
         elif request.precision == "int8-weights":
             q = require("onnxruntime.quantization", extra="onnx")
-            q.quantize_dynamic(os.fspath(fp32), os.fspath(out), weight_type=q.QuantType.QInt8)
+            # pre-processed: weights held in Constant nodes (PaddleOCR's exports) become
+            # initializers, which the quantizer requires ("Expected ... to be an initializer")
+            pre = preprocessed(fp32, request.workdir, details)
+            q.quantize_dynamic(os.fspath(pre), os.fspath(out), weight_type=q.QuantType.QInt8)
             details["quantizer"] = "onnxruntime quantize_dynamic, int8 weights"
         else:
             recipe = str(opts.get("recipe", "static"))
@@ -162,7 +165,8 @@ class OnnxBackend(Backend):
             if recipe == "dynamic":
                 q = require("onnxruntime.quantization", extra="onnx")
                 per_channel = bool(opts.get("per_channel", True))
-                q.quantize_dynamic(os.fspath(fp32), os.fspath(out), weight_type=q.QuantType.QInt8,
+                pre = preprocessed(fp32, request.workdir, details)  # as for int8-weights
+                q.quantize_dynamic(os.fspath(pre), os.fspath(out), weight_type=q.QuantType.QInt8,
                                    per_channel=per_channel,
                                    nodes_to_exclude=list(opts.get("nodes_to_exclude", [])))
                 details["quantizer"] = (f"onnxruntime quantize_dynamic, int8 weights "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -33,14 +35,7 @@ class ExecutorchEngine(Engine):
         rt_mod = require("executorch.runtime", extra="executorch", purpose="running .pte")
         # the Python bindings take and return torch tensors
         self._torch = require("torch", extra="executorch", purpose="running .pte")
-        try:  # size XNNPACK's shared thread pool; absent in some builds
-            from executorch.extension.pybindings.portable_lib import (  # type: ignore[import-not-found]
-                _unsafe_reset_threadpool,
-            )
-
-            _unsafe_reset_threadpool(threads)
-        except (ImportError, AttributeError, RuntimeError):
-            pass
+        _size_pool(threads)
         runtime = rt_mod.Runtime.get()
         self._program = runtime.load_program(self.path)
         self._method = self._program.load_method("forward")
@@ -55,9 +50,43 @@ class ExecutorchEngine(Engine):
     def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         t = self._torch
         args = [t.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-        out = self._method.execute(args)
+        with _running():
+            out = self._method.execute(args)
         return [o.numpy().copy() for o in out]
 
     def close(self) -> None:
         self._method = None
         self._program = None
+
+
+# XNNPACK's thread pool is one per process and `_unsafe_reset_threadpool` replaces it under any
+# method that runs on it (a crash: a release swapped in while the old one still answers, or two
+# runtimes in one app). The pool is resized only while no ExecuTorch call runs, under one lock.
+_POOL_LOCK = threading.Lock()
+_POOL: dict[str, int | None] = {"size": None, "running": 0}
+
+
+def _size_pool(threads: int) -> None:
+    with _POOL_LOCK:
+        if _POOL["size"] == threads or _POOL["running"]:
+            return  # the right size already, or in use: keep it as it is
+        try:  # absent in some builds
+            from executorch.extension.pybindings.portable_lib import (  # type: ignore[import-not-found]
+                _unsafe_reset_threadpool,
+            )
+
+            _unsafe_reset_threadpool(threads)
+            _POOL["size"] = threads
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+
+
+@contextlib.contextmanager
+def _running() -> Iterator[None]:
+    with _POOL_LOCK:
+        _POOL["running"] = (_POOL["running"] or 0) + 1
+    try:
+        yield
+    finally:
+        with _POOL_LOCK:
+            _POOL["running"] = (_POOL["running"] or 1) - 1

@@ -412,6 +412,10 @@ class Deployment:
         self.runtime_options = runtime_options or {}
         self.revert_after = revert_after
         self._lock = threading.RLock()
+        # calls in flight per runtime: an old runtime is closed only once none is using it
+        # (closing a native interpreter under a running call crashes the process)
+        self._idle = threading.Condition(self._lock)
+        self._inflight: dict[int, int] = {}
         self._rt: Any = None
         self._collector: Any = None
         self._release: str | None = None  # the version of the runtime that serves
@@ -449,8 +453,9 @@ class Deployment:
             old_rt, old_col = self._rt, self._collector
             self._rt, self._collector, self._release = rt, collector, version
             self._failed_in_a_row = 0
-        if old_rt is not None or old_col is not None:  # off the swap's path: a collector's
-            threading.Thread(target=_close, args=(old_rt, old_col),  # close uploads
+        if old_rt is not None or old_col is not None:  # off the swap's path: the calls still
+            # running on the old runtime finish first, and a collector's close uploads
+            threading.Thread(target=self._close_when_idle, args=(old_rt, old_col),
                              name="edgeyard-close-old", daemon=True).start()
 
     def _on_swap(self, _target: Path) -> None:
@@ -466,11 +471,14 @@ class Deployment:
 
         with self._lock:
             rt = self._rt
+            if rt is not None:
+                self._inflight[id(rt)] = self._inflight.get(id(rt), 0) + 1
         if rt is None:
             raise UpdateError("no release installed yet (the server was not reachable)")
         try:
             y = rt.predict(x)
         except AllEnginesFailed:
+            self._done(rt)
             with self._lock:
                 self._failed_in_a_row += 1
                 revert = self._failed_in_a_row >= self.revert_after
@@ -478,8 +486,26 @@ class Deployment:
                                               f"in a row"):
                 return self.predict(x)
             raise
+        except BaseException:
+            self._done(rt)
+            raise
+        self._done(rt)
         self._failed_in_a_row = 0
         return y
+
+    def _done(self, rt: Any) -> None:
+        with self._idle:
+            left = self._inflight.get(id(rt), 1) - 1
+            if left > 0:
+                self._inflight[id(rt)] = left
+            else:
+                self._inflight.pop(id(rt), None)
+                self._idle.notify_all()
+
+    def _close_when_idle(self, rt: Any, collector: Any) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: id(rt) not in self._inflight, timeout=60)
+        _close(rt, collector)
 
     def close(self) -> None:
         self.updater.stop()

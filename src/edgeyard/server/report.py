@@ -166,6 +166,31 @@ def _runtime(rt: dict[str, Any]) -> str:
 DEFAULT_BASELINE_S = 7 * 86400.0
 
 
+def _rollouts(watch: Watch, model: str) -> str:
+    """Each rollout of the model, newest first: its timeline of decisions and what decided."""
+    from . import rollouts
+
+    out = []
+    for rid in reversed(rollouts.list_ids(watch.engine, model)[-10:]):
+        st = rollouts.get(watch.engine, rid)
+        if st is None:
+            continue
+        t0 = st.decisions[0]["time"] if st.decisions else 0.0
+        rows = []
+        for d in st.decisions:
+            worse = [f for f in d["figures"] if f.get("outcome") == "worse"]
+            figs = "; ".join(f'{_e(f["figure"])} {_num(f.get("estimate"))}' for f in worse) or \
+                (f'{len(d["figures"])} figures not worse' if d["figures"] else "–")
+            rows.append(f'<tr><td>+{d["time"] - t0:.0f} s</td><td>{_e(d["action"])}</td>'
+                        f'<td>{d["percent"]:g}%</td><td>{_e(d["why"])}</td><td>{figs}</td></tr>')
+        cls = {"rolled_back": "drift", "completed": "ok"}.get(st.state, "")
+        out.append(f'<h3>{_e(st.release)} in place of {_e(st.previous)}: '
+                   f'<span class="{cls}">{_e(st.state.replace("_", " "))}</span> at '
+                   f'{st.percent:g}%</h3><table class="rollout"><tr><th>when</th><th>decision'
+                   f'</th><th>share</th><th>why</th><th>figures</th></tr>{"".join(rows)}</table>')
+    return ("<h2>Rollouts</h2>" + "".join(out)) if out else ""
+
+
 def _link(**params: str) -> str:
     return _e("/?" + urllib.parse.urlencode(params))
 
@@ -271,6 +296,7 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
         parts.append('<h2>By segment (profile)</h2><table id="segments"><tr><th>profile</th>'
                      '<th>verdict</th><th>drifted</th><th>calls</th><th>fallbacks</th>'
                      f'<th>p90 ms</th></tr>{rows}</table>')
+    parts.append(_rollouts(watch, rec.model))
     series = store.series_list(watch.engine, rec.model)
     if series:
         rows = "".join(f'<tr><td>{_e(x["name"])}</td><td>{_e(x["kind"])}</td>'

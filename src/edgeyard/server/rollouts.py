@@ -26,6 +26,7 @@ import json
 import math
 import time
 import uuid
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from .store import _write, counter_rows, device_totals, signals
 
 CONFIDENCE = "output.confidence"
 MIN_BUCKET_CALLS = 20  # calls of each cohort in a bucket before its p90s are compared
+MAIN_SHARE = 0.1  # an engine's share of the new cohort's calls before its latency is compared
 
 
 # --- storage ----------------------------------------------------------------------------------
@@ -177,8 +179,24 @@ def assignment(engine: Engine, model: str, device: str) -> tuple[str, str | None
 
 # --- figures ----------------------------------------------------------------------------------
 
-def _engines(rows: dict[tuple[Any, ...], int]) -> set[str]:
-    return {str(json.loads(a).get("engine")) for (n, a) in rows if n == "calls"} - {"none"}
+def _calls_by_engine(rows: dict[tuple[Any, ...], int]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for (name, attrs), v in rows.items():
+        if name == "calls":
+            out[str(json.loads(attrs).get("engine"))] += v
+    out.pop("none", None)
+    return out
+
+
+def _main_engines(new: dict[tuple[Any, ...], int], old: dict[tuple[Any, ...], int],
+                  min_calls: int) -> list[str]:
+    """The engines whose latency is compared: those both cohorts use, each serving at least
+    `MAIN_SHARE` of the new cohort's calls and `min_calls` calls on each side (an engine that
+    answers now and then, after a fallback, would otherwise hold every step undecided)."""
+    cn, co = _calls_by_engine(new), _calls_by_engine(old)
+    total = sum(cn.values())
+    return sorted(e for e in cn.keys() & co.keys()
+                  if cn[e] >= max(min_calls, MAIN_SHARE * total) and co[e] >= min_calls)
 
 
 def _mean_var(h: Any) -> tuple[float, float, int]:
@@ -207,8 +225,9 @@ def evidence(engine: Engine, st: State, now: float) -> stats.Evidence:
         rows = device_totals(engine, st.model, version, start, now)
         return np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 3)
 
-    engines = sorted(_engines(counter_rows(engine, st.model, st.release, start, now))
-                     & _engines(counter_rows(engine, st.model, st.previous, start, now)))
+    engines = _main_engines(counter_rows(engine, st.model, st.release, start, now),
+                            counter_rows(engine, st.model, st.previous, start, now),
+                            st.plan.min_calls)
     latency = {}
     for e in engines:
         name = f"{ENGINE_LATENCY}{{engine={e}}}"

@@ -1,6 +1,6 @@
-"""Releases and a simulated fleet for the rollout tests: signed digits releases of one model
-under several versions, and devices (threads) that run the real updater, runtime and collector
-against a real `edgeyard serve`."""
+"""A simulated fleet for rollouts (used by journey.py and tests/server/test_rollouts.py): signed
+copies of a release under other version numbers, and devices (threads) that run the real
+updater, runtime and collector against a real `edgeyard serve`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 
 
-def versions_of(release_dir: Path, out: Path, versions: list[str]) -> tuple[dict[str, Path], Path]:
+def versions_of(release_dir: Path, out: Path, versions: list[str],
+                keys: tuple[Path, Path] | None = None) -> tuple[dict[str, Path], Path]:
     """Copies of a built release under other version numbers (the same model: an A/A), each
-    signed with one new key; returns the directories and the public key."""
+    signed with `keys` (private, public; default: a new pair); returns the directories and the
+    public key."""
     from edgeyard.signing import generate_keys, sign_release
 
-    key, pub = generate_keys(out / "keys" / "release.pem")
+    key, pub = keys or generate_keys(out / "keys" / "release.pem")
     dirs = {}
     for v in versions:
         d = out / f"digits-{v}"
@@ -56,7 +58,8 @@ class Device(threading.Thread):
     engine's calls that fail (after the self-test: faults come from the field)."""
 
     def __init__(self, i: int, root: Path, server: str, key: str, pub: Path, x: np.ndarray,
-                 bad: dict[str, float], poll_s: float, pace_s: float = 0.004) -> None:
+                 bad: dict[str, float], poll_s: float, pace_s: float = 0.004,
+                 profile: str = "host", model: str = "digits") -> None:
         super().__init__(name=f"device-{i}", daemon=True)
         self.i, self.x, self.bad, self.pace_s = i, x, bad, pace_s
         self.device_id = f"device-{i:03d}"
@@ -64,16 +67,21 @@ class Device(threading.Thread):
         self.errors: list[str] = []
         self.served: dict[str, int] = {}
         self.history: list[tuple[float, str | None]] = []  # (time, serving release) on change
+        from edgeyard.runtime.breaker import BreakerPolicy
         from edgeyard.runtime.updater import Deployment, Updater
 
-        self.updater = Updater(root / self.device_id, server, "digits", "host", self.device_id,
+        self.updater = Updater(root / self.device_id, server, model, profile, self.device_id,
                                api_key=key, public_key=pub, poll_s=poll_s, threads=1)
         self.deployment = Deployment(
             self.updater, poll=True,
             collector_options={"endpoint": server + "/v1/metrics", "api_key": key,
                                "spool_dir": str(root / self.device_id / "spool"),
                                "window_s": 0.5, "window_calls": 200, "max_overhead": None},
-            runtime_options={"wrap_engine": self._wrap})
+            # the devices are threads of one process: a call's wall time includes its wait for
+            # the GIL, so the runtime's latency budget (which demotes an engine whose p90 is
+            # over it) would act on the simulation's queue: it is off here
+            runtime_options={"wrap_engine": self._wrap,
+                             "breaker": BreakerPolicy(latency_min_calls=10**9)})
         self.swaps: list[tuple[float, str]] = []  # (time, release) the updater swapped in
         swap = self.updater.on_swap
 
@@ -88,9 +96,18 @@ class Device(threading.Thread):
     def _wrap(self, target: str, engine: Any) -> Any:
         release = self.updater.serving_release()  # `current` points at what loads
         rate = self.bad.get(release or "", 0.0)
-        if rate and target.endswith("fp32"):  # the primary engine of the bad release
+        if rate and target == self.primary(release):  # the bad release's primary engine
             return Faulty(engine, rate, self.i, self)
         return engine
+
+    def primary(self, release: str | None) -> str | None:
+        cur = self.updater.current()
+        if cur is None:
+            return None
+        m = json.loads((cur / "release.json").read_text())
+        chain = m["profiles"][self.updater.profile]["chain"]
+        return next((e["target"] for e in chain if e.get("status") in ("ok", "unverified")),
+                    None)
 
     def _note(self) -> None:
         r = self.deployment.release
