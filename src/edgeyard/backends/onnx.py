@@ -60,6 +60,21 @@ def upgraded_opset(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
     return out
 
 
+def _dynamic(q: Any, fp32: Path, out: Path, workdir: Path, details: dict[str, Any],
+             **kwargs: Any) -> None:
+    """`quantize_dynamic` on the exported graph; where its weights are not initializers (held
+    in Constant nodes, as in PaddleOCR's exports: "Expected ... to be an initializer"), on the
+    pre-processed graph, where they are."""
+    try:
+        q.quantize_dynamic(os.fspath(fp32), os.fspath(out), **kwargs)
+    except ValueError as exc:
+        if "initializer" not in str(exc):
+            raise
+        pre = preprocessed(fp32, workdir, details)
+        q.quantize_dynamic(os.fspath(pre), os.fspath(out), **kwargs)
+        details["quantized_graph"] = "pre-processed (weights in Constant nodes)"
+
+
 def preprocessed(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
     """ONNX Runtime's `quant_pre_process` (shape inference, graph optimization) before static
     quantization, reused when it is newer than `fp32`. Its symbolic shape inference fails on some
@@ -156,10 +171,7 @@ class OnnxBackend(Backend):
             details["converter"] = "onnxruntime.transformers.float16 (keep_io_types)"
         elif request.precision == "int8-weights":
             q = require("onnxruntime.quantization", extra="onnx")
-            # pre-processed: weights held in Constant nodes (PaddleOCR's exports) become
-            # initializers, which the quantizer requires ("Expected ... to be an initializer")
-            pre = preprocessed(fp32, request.workdir, details)
-            q.quantize_dynamic(os.fspath(pre), os.fspath(out), weight_type=q.QuantType.QInt8)
+            _dynamic(q, fp32, out, request.workdir, details, weight_type=q.QuantType.QInt8)
             details["quantizer"] = "onnxruntime quantize_dynamic, int8 weights"
         else:
             recipe = str(opts.get("recipe", "static"))
@@ -170,10 +182,9 @@ class OnnxBackend(Backend):
             if recipe == "dynamic":
                 q = require("onnxruntime.quantization", extra="onnx")
                 per_channel = bool(opts.get("per_channel", True))
-                pre = preprocessed(fp32, request.workdir, details)  # as for int8-weights
-                q.quantize_dynamic(os.fspath(pre), os.fspath(out), weight_type=q.QuantType.QInt8,
-                                   per_channel=per_channel,
-                                   nodes_to_exclude=list(opts.get("nodes_to_exclude", [])))
+                _dynamic(q, fp32, out, request.workdir, details,
+                         weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                         nodes_to_exclude=list(opts.get("nodes_to_exclude", [])))
                 details["quantizer"] = (f"onnxruntime quantize_dynamic, int8 weights "
                                         f"({'per-channel' if per_channel else 'per-tensor'}), "
                                         f"activations quantized at run time")
