@@ -25,19 +25,11 @@ def pb():
 
 
 def attrs(items: dict[str, Any]) -> list:
+    """OTLP KeyValues, as the collector writes them (telemetry.otlp)."""
+    from edgeyard.telemetry import otlp
+
     _, _, common, _ = pb()
-    out = []
-    for k, v in items.items():
-        if isinstance(v, bool):
-            val = common.AnyValue(bool_value=v)
-        elif isinstance(v, int):
-            val = common.AnyValue(int_value=v)
-        elif isinstance(v, float):
-            val = common.AnyValue(double_value=v)
-        else:
-            val = common.AnyValue(string_value=str(v))
-        out.append(common.KeyValue(key=k, value=val))
-    return out
+    return otlp._attrs(common, items)
 
 
 def resource_metrics(metrics: list, model: str = "app", release: str | None = "1.0",
