@@ -31,8 +31,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/digits/journey.py --out $(OUT)
 
+# the README's commands (`make demo` among them: ~9 minutes, mostly spent in converters' child
+# processes) run in a second pytest beside the rest of the suite; its log follows the suite's
+README_TEST := tests/e2e/test_readme.py::test_every_readme_command_runs
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	@log=$$(mktemp); $(BIN)/python -m pytest -p no:cacheprovider $(README_TEST) >$$log 2>&1 & \
+	pid=$$!; trap 'kill $$pid 2>/dev/null || true' INT TERM; \
+	$(BIN)/python -m pytest --deselect $(README_TEST); rc=$$?; \
+	wait $$pid; readme=$$?; echo "=== $(README_TEST), run beside the suite: exit $$readme"; \
+	cat $$log; rm -f $$log; \
+	if [ $$rc != 0 ]; then exit $$rc; fi; exit $$readme
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -29,7 +29,10 @@ Method
   hand" is the shipped int8's median over the fastest by-hand recipe of the same runtime that
   meets that budget.
 
-    python benchmarks/zoo.py [--only minilm,ocr_rec] [--small] [--rounds 9]
+    python benchmarks/zoo.py [--only minilm,ocr_rec] [--small] [--rounds 9] [--resume]
+
+The results are written after every model (`summary.complete` is false until all have run);
+`--resume --only X` measures X again and keeps the other models' results.
 
 Writes benchmarks/results/zoo.json and .md.
 """
@@ -374,6 +377,8 @@ def markdown(models: list[dict[str, Any]], s: dict[str, Any], args: argparse.Nam
           f"SKIPPED (the toolchain takes no such source, or TensorRT is absent). Shipped int8 "
           f"against the fastest by-hand int8 of the same runtime within the same budget: worst "
           f"ratio {f(s['worst_vs_best_by_hand'], '.2f')}.", ""]
+    if not s.get("complete"):
+        md += [f"Partial: {len(models)} of {len(NAMES)} zoo models measured so far.", ""]
     if s["nothing_to_ship"]:
         md.append("Profiles with nothing to ship: " + "; ".join(
             f"{k}: {', '.join(v)}" for k, v in s["nothing_to_ship"].items()) + ".")
@@ -416,13 +421,33 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=1800.0, help="per target, seconds")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the other models of the existing zoo.json (a run in parts)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     torch.set_num_threads(1)
     names = [n for n in args.only.split(",") if n] or list(NAMES)
-    models = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models: list[dict[str, Any]] = []
+    if args.resume and (out / "zoo.json").exists():
+        # the models a stopped (or partial) run finished, in zoo order with the new ones
+        done = json.loads((out / "zoo.json").read_text()).get("models", [])
+        models = [m for m in done if m.get("name") not in names]
+    s: dict[str, Any] = {}
+
+    def write(models: list[dict[str, Any]], complete: bool) -> None:
+        nonlocal s
+        order = {n: i for i, n in enumerate(NAMES)}
+        models = sorted(models, key=lambda m: order.get(m.get("name"), len(order)))
+        s = summarize(models)
+        s["complete"] = complete and {m.get("name") for m in models} >= set(NAMES)
+        (out / "zoo.json").write_text(json.dumps(
+            {"method": __doc__, "summary": s, "models": models}, indent=2, default=str))
+        (out / "zoo.md").write_text(markdown(models, s, args) + "\n")
+
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         (tmp / "profiles").mkdir()
@@ -435,12 +460,8 @@ def main() -> int:
             except Exception as exc:
                 traceback.print_exc()
                 models.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
-    s = summarize(models)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "zoo.json").write_text(json.dumps({"method": __doc__, "summary": s, "models": models},
-                                             indent=2, default=str))
-    (out / "zoo.md").write_text(markdown(models, s, args) + "\n")
+            write(models, complete=False)  # a run stopped part-way keeps what it measured
+    write(models, complete=True)
     print(json.dumps(s, indent=2, default=str))
     return 0
 

@@ -91,6 +91,20 @@ class Device(threading.Thread):
             swap(target)
 
         self.updater.on_swap = noted
+        # (started, ended, result) of every poll: when a device looked, and what it did
+        self.polls: list[tuple[float, float, str]] = []
+        poll_once = self.updater.poll_once
+
+        def logged() -> str:
+            t0 = time.time()
+            got = "error"
+            try:
+                got = poll_once()
+                return got
+            finally:
+                self.polls.append((t0, time.time(), got))
+
+        self.updater.poll_once = logged  # type: ignore[method-assign]
         self._note()
 
     def _wrap(self, target: str, engine: Any) -> Any:

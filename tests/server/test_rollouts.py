@@ -306,7 +306,14 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
             sorted({str(d.deployment.release) for d in devices})
 
         bad = start_rollout(c, "1.2", **plan)
-        wait_for(lambda: c.rollout(bad["id"])["state"] != "running", 120, 0.5)
+        seen = [0.0]  # when the test's last look began: the decision was visible by then
+
+        def decided_yet() -> bool:
+            seen[0] = time.time()
+            return c.rollout(bad["id"])["state"] != "running"
+
+        wait_for(decided_yet, 120, 0.5)
+        visible = seen[0]
         r = c.rollout(bad["id"])
         assert r["state"] == "rolled_back" and r["step"] == 0, json.dumps(r, indent=1)[:4000]
         decision = r["decisions"][-1]
@@ -315,22 +322,30 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         assert fallback["outcome"] == "worse" and fallback["estimate"] > 5
         cohort = [d for d in devices if any(rel == "1.2" for _, rel in d.history)]
         assert 2 <= len(cohort) <= 20  # its first step: 20% of the fleet
-        decided = decision["time"]
+        decided = decision["time"]  # when the look began (its figures end there)
+        assert visible >= decided
         back = wait_for(lambda: all(d.deployment.release == "1.1" for d in cohort),
-                        poll_s * 1.2 + 10)
+                        poll_s * 1.2 + 30)
         assert back
-        # each took the old release back (a swap from disk: no download) within one poll
-        # interval (+20% jitter) of the decision, or of its own install of 1.2 when that was
-        # still running at the decision (+ 1 s: 50 device threads share one interpreter, an
-        # updater thread waits its turn); then served with it once its runtime loaded
+        # each device took the old release back (a swap from disk: no download) at its first
+        # poll once the decision was visible: no poll that began after it left the device on
+        # 1.2. In time: within one poll interval (+20% jitter) of that moment, or of its own
+        # install of 1.2 when that was still running, + 3 s for the poll's own request (the
+        # server and 50 device threads share two cores; on a loaded CI machine the look that
+        # decides and a poll's round trip each took seconds)
+        for d in cohort:
+            went = next(i for i, p in enumerate(d.polls) if p[2] == "installed 1.2")
+            back = next(p for p in d.polls[went:] if p[2] == "installed 1.1")
+            wasted = [p for p in d.polls[went:] if visible <= p[0] < back[0]]
+            assert not wasted, (d.device_id, visible, wasted)
         swapped = []
         for d in cohort:
-            took = max([decided] + [t for t, rel in d.swaps if rel == "1.2"])
+            took = max([visible] + [t for t, rel in d.swaps if rel == "1.2"])
             swapped.append(next(t for t, rel in d.swaps if rel == "1.1" and t > took) - took)
-        assert max(swapped) <= poll_s * 1.2 + 1.0, swapped
-        served = [next(t for t, rel in d.history if rel == "1.1" and t > decided) - decided
+        assert max(swapped) <= poll_s * 1.2 + 3.0, (swapped, visible - decided)
+        served = [next(t for t, rel in d.history if rel == "1.1" and t > visible) - visible
                   for d in cohort]
-        assert max(served) <= poll_s * 1.2 + 5.0, served
+        assert max(served) <= poll_s * 1.2 + 10.0, served
         assert all(d.deployment.release == "1.1" for d in devices)
         # no device ever served a release other than these, or stopped answering
         assert {rel for d in devices for _, rel in d.history} <= {"1.0", "1.1", "1.2"}
