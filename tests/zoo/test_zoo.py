@@ -120,6 +120,26 @@ def test_an_onnx_source_reaches_litert_and_int8(tmp_path):
     assert rel.artifacts["tflite-int8"]["parity"]["top1_agreement"] >= 0.97
 
 
+def test_a_dense_channels_first_output_keeps_its_layout_through_onnx2tf(tmp_path):
+    """PP-OCRv4's text detector: a [N, 1, H, W] probability map, which onnx2tf makes channels
+    last; the LiteRT artifact answers in the source's layout and matches it."""
+    from edgeyard.engines import load_engine
+
+    z = zoo("ocr_det")
+    write_profile(tmp_path / "p", "det", [("tflite", "fp32")])
+    rel = edgeyard.build(z.model, example_inputs=z.example_inputs, profiles=["det"],
+                         profile_dirs=[tmp_path / "p"], evaluation=z.evaluation,
+                         out=tmp_path / "rel", name=z.name, log=None)
+    a = rel.artifacts["tflite-fp32"]
+    assert a["status"] == "ok", a.get("reasons")
+    assert "outputs transposed back to the source's layout" in a["details"]["route"]
+    (out,) = rel_outputs(rel)
+    engine = load_engine("tflite", tmp_path / "rel" / a["path"])
+    got = engine.predict([z.evaluation[0][:1]])[0]
+    assert got.shape == (1, *out.shape[1:]) and out.shape[1] == 1
+    assert a["parity"]["outputs"][out.name]["cosine_mean"] > 0.9999
+
+
 def test_a_stateful_recurrent_model(tmp_path):
     """Silero VAD: an LSTM cell with its state as an input and an output."""
     z = zoo("silero_vad")

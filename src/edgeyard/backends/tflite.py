@@ -10,7 +10,9 @@ Conversion paths, tried in order until one converts (the artifact's `details.pat
   2. `onnx2tf`: torch -> ONNX (the onnx backend's exporter) -> onnx2tf (a SavedModel, NCHW inputs
      kept as the source has them) -> `TFLiteConverter`. `ReduceL2` (F.normalize) is rewritten to
      `Sqrt(ReduceSum(x*x))` first: onnx2tf 1.28 lowers it to a `tf.norm` call that TensorFlow
-     2.21 rejects.
+     2.21 rejects. onnx2tf moves the outputs' channels last too (a detector's [N, 1, H, W] map
+     comes out [N, H, W, 1]); a transpose back to the source's layout is appended to the
+     signature, so the artifact keeps the source's I/O contract (the route says so).
 - ONNX models: the `onnx2tf` path.
 - Keras models: the build's SavedModel -> `TFLiteConverter` (`tflite-converter`).
 
@@ -170,6 +172,10 @@ class TfliteBackend(Backend):
             output_signaturedefs=True,
             non_verbose=True,
         )
+        restored = _source_output_layout(sm, src, request.workdir / "saved_model.layout")
+        if restored is not None:
+            sm, fixed = restored
+            route += f" (outputs transposed back to the source's layout: {fixed})"
         return sm, route
 
     def _tflite_converter(self, request: ConvertRequest, saved: tuple[Path, str]
@@ -216,6 +222,53 @@ class TfliteBackend(Backend):
             getattr(d["dtype"], "__name__", str(d["dtype"])) for d in it.get_tensor_details()
         )
         return {"ops": dict(sorted(ops.items())), "tensor_dtypes": dict(sorted(tensor_types.items()))}
+
+
+def _channels_last(rank: int) -> list[int]:
+    """onnx2tf's NCHW -> NHWC permutation for a tensor of `rank` (channels moved last)."""
+    return [0, *range(2, rank), 1]
+
+
+def _source_output_layout(sm: Path, src: Any, dest: Path) -> tuple[Path, str] | None:
+    """onnx2tf moves channels last in the outputs as well (a detector's [N, 1, H, W] map comes
+    out [N, H, W, 1]); the source's contract is its own layout. Where an output's shape is the
+    source's permuted channels-last, a SavedModel whose signature transposes it back is written
+    to `dest`: (its path, what was changed); None where every output already has the source's
+    shape. An output of another shape stops the conversion (nothing could compare it)."""
+    tf = require("tensorflow", extra="tflite", purpose="the TFLite converter")
+    loaded = tf.saved_model.load(os.fspath(sm))
+    sig = loaded.signatures["serving_default"]
+    outs = sig.structured_outputs
+    if {o.name for o in src.outputs} == set(outs):
+        pairs = [(o.name, tuple(o.shape)) for o in src.outputs]
+    else:  # onnx2tf's own names (output_0, output_1, ...), in the ONNX outputs' order
+        keys = sorted(outs, key=lambda k: (len(k), k))
+        pairs = [(k, tuple(o.shape)) for k, o in zip(keys, src.outputs, strict=False)]
+    perms: dict[str, list[int]] = {}
+    for name, ref in pairs:
+        got = tuple(int(d) if d is not None else -1 for d in outs[name].shape)
+        if got == ref or len(ref) < 3:
+            continue
+        if got == tuple(ref[i] for i in _channels_last(len(ref))):
+            perms[name] = [0, len(ref) - 1, *range(1, len(ref) - 1)]  # channels first again
+        else:
+            raise ConversionError(f"onnx2tf made output {name!r} {list(got)}, the source's is "
+                                  f"{list(ref)}: not a layout permutation edgeyard can undo")
+    if not perms:
+        return None
+    args = sig.structured_input_signature[1]
+    names = list(args)
+    specs = [tf.TensorSpec(args[n].shape, args[n].dtype, name=n) for n in names]
+
+    @tf.function(input_signature=specs)  # type: ignore[misc]
+    def serve(*xs: Any) -> dict[str, Any]:
+        outs = sig(**dict(zip(names, xs, strict=True)))
+        return {k: tf.transpose(v, perms[k]) if k in perms else v for k, v in outs.items()}
+
+    module = tf.Module()
+    module.source, module.serve = loaded, serve  # the variables travel with it
+    tf.saved_model.save(module, os.fspath(dest), signatures={"serving_default": serve})
+    return dest, ", ".join(f"{k} {perms[k]}" for k in sorted(perms))
 
 
 def _recipe(request: ConvertRequest) -> str:
