@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import digits  # noqa: E402
 
 import edgeyard  # noqa: E402
-from edgeyard.gate import GatePolicy  # noqa: E402
+from edgeyard.gating import GatePolicy  # noqa: E402
 
 
 def clopper_pearson_upper(k: int, n: int, conf: float = 0.95) -> float:

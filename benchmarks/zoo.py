@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 import edgeyard  # noqa: E402
 from edgeyard import _envs  # noqa: E402
 from edgeyard.backends import backend_names, get_backend  # noqa: E402
-from edgeyard.build.fidelity import measure  # noqa: E402
+from edgeyard.builder.fidelity import measure  # noqa: E402
 from edgeyard.data import run_batched  # noqa: E402
 from zoo import NAMES, module  # noqa: E402
 

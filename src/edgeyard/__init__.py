@@ -20,13 +20,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "build": "edgeyard.build",
-    "distill": "edgeyard.build.distill",
-    "DistillReport": "edgeyard.build.distill",
-    "TaskMetric": "edgeyard.build.verify",
-    "gate": "edgeyard.gate",
-    "GatePolicy": "edgeyard.gate",
-    "GateReport": "edgeyard.gate",
+    "build": "edgeyard.builder",
+    "distill": "edgeyard.builder.distill",
+    "DistillReport": "edgeyard.builder.distill",
+    "TaskMetric": "edgeyard.builder.verify",
+    "gate": "edgeyard.gating",
+    "GatePolicy": "edgeyard.gating",
+    "GateReport": "edgeyard.gating",
     "Release": "edgeyard.release",
     "load_release": "edgeyard.release",
     "Profile": "edgeyard.profiles",
@@ -51,9 +51,9 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .backends.registry import get_backend, register_backend
-    from .build.distill import DistillReport, distill
-    from .build.pipeline import build
-    from .build.verify import TaskMetric
+    from .builder.distill import DistillReport, distill
+    from .builder.pipeline import build
+    from .builder.verify import TaskMetric
     from .errors import (
         DataError,
         EdgeyardError,
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
         ProfileError,
         ProfileNotFound,
     )
-    from .gate import GatePolicy, GateReport, gate
+    from .gating import GatePolicy, GateReport, gate
     from .profiles import Budgets, Profile, Target, available_profiles, load_profile
     from .release import Release, load_release
 

@@ -40,7 +40,7 @@ def build(
     sign_key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with")] = None,
 ) -> None:
     """Build and verify a release from a config file. Exit 1 when any target FAILED."""
-    from .build.pipeline import build as run_build
+    from .builder.pipeline import build as run_build
     from .config import load_arrays, load_config
 
     try:
@@ -250,8 +250,8 @@ def gate(
     Exit 0 pass, 1 regression or broken budget, 2 inconclusive after the run cap, 3 the gate
     could not run. The Markdown summary is appended to $GITHUB_STEP_SUMMARY when it is set.
     """
-    from .gate import GateError, GatePolicy, write_reports
-    from .gate import gate as run_gate
+    from .gating import GateError, GatePolicy, write_reports
+    from .gating import gate as run_gate
 
     if targets not in ("primary", "all"):
         typer.echo("error: --targets must be 'primary' or 'all'", err=True)
@@ -283,7 +283,7 @@ def agent(
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 256.0,
 ) -> None:
     """Run the measurement agent on a device (the gate's agent://host:port runner)."""
-    from .agent import serve
+    from .gating.agent import serve
 
     if token_file is not None:
         token = token_file.read_text().strip()

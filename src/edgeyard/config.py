@@ -86,7 +86,7 @@ class BuildConfig:
 
     def task_metric_object(self) -> Any:
         """The [task_metric] as an `edgeyard.TaskMetric`, or None."""
-        from .build.verify import TaskMetric
+        from .builder.verify import TaskMetric
 
         if self.task_metric is None:
             return None

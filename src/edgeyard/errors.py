@@ -46,6 +46,14 @@ class ProfileNotFound(EdgeyardError, KeyError):
         return str(self.args[0])
 
 
+class NotFound(EdgeyardError, KeyError):
+    """A named thing (a release, a rollout, a signal) that does not exist; the message says what
+    exists or how to create it."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
 class ModelError(EdgeyardError, ValueError):
     """The source model cannot be read, exported or run."""
 

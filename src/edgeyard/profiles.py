@@ -39,7 +39,7 @@ class Hardware:
 
 @dataclass(frozen=True)
 class OutputBudget:
-    """The fidelity budget of one output (see `edgeyard.build.fidelity` for the metrics)."""
+    """The fidelity budget of one output (see `edgeyard.builder.fidelity` for the metrics)."""
 
     min_cosine: float | None = 0.99  # mean per-sample cosine against the source's output
     min_cosine_p1: float | None = None  # its 1st percentile (the worst 1% of samples)

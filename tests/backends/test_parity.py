@@ -8,7 +8,7 @@ import pytest
 
 from edgeyard.backends import get_backend
 from edgeyard.backends.base import ConvertRequest
-from edgeyard.build.verify import compare
+from edgeyard.builder.verify import compare
 from edgeyard.data import run_batched
 from edgeyard.model import prepare
 

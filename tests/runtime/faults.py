@@ -28,6 +28,9 @@ class FaultyEngine(Engine):
         self.injected = {"raise": 0, "nan": 0}
         self._lock = threading.Lock()
 
+    def _open(self):  # wraps an engine that is loaded already
+        raise AssertionError("not called: FaultyEngine.__init__ does not open a file")
+
     def predict(self, inputs):
         with self._lock:
             self.calls += 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeyard.build.verify import budget_problems, compare, intrinsic_problems, selftest_tolerance
+from edgeyard.builder.verify import budget_problems, compare, intrinsic_problems, selftest_tolerance
 from edgeyard.data import as_arrays, check_arrays, collect, fingerprint, run_batched
 from edgeyard.engines.base import TensorSpec
 from edgeyard.errors import DataError

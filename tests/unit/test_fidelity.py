@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from edgeyard.backends.base import Recipe
-from edgeyard.build.fidelity import SQNR_CAP_DB, measure, per_sample_cosine
-from edgeyard.build.pipeline import _split_evaluation
-from edgeyard.build.recipes import candidates, classify, order_by_rule
-from edgeyard.build.verify import TaskMetric, budget_problems, compare, is_classifier
+from edgeyard.builder.fidelity import SQNR_CAP_DB, measure, per_sample_cosine
+from edgeyard.builder.pipeline import _split_evaluation
+from edgeyard.builder.recipes import candidates, classify, order_by_rule
+from edgeyard.builder.verify import TaskMetric, budget_problems, compare, is_classifier
 from edgeyard.errors import DataError, EdgeyardError, ProfileError
 from edgeyard.profiles import Budgets, parse_budgets
 

@@ -39,7 +39,7 @@ DEVICE_HEAVY = ["torch", "tensorflow", "coremltools", "tvm", "keras", "onnx", "j
 
 
 def test_device_side_modules_load_no_converter():
-    code = ("import edgeyard.runtime, edgeyard.engines, edgeyard.agent, edgeyard.bench.child\n"
+    code = ("import edgeyard.runtime, edgeyard.engines, edgeyard.gating.agent, edgeyard.gating.bench.child\n"
             "import edgeyard.telemetry, edgeyard.telemetry.otlp\n"
             "from edgeyard.runtime import Runtime, BreakerPolicy, RemoteModel\n"
             "import edgeyard.signing\n")
@@ -56,7 +56,20 @@ def test_public_names_resolve_and_are_listed():
     assert set(dir(edgeyard)) == set(edgeyard.__all__)
 
 
-def test_build_is_callable_even_after_its_submodules_are_imported():
-    import edgeyard.build.worker
+def test_public_functions_show_their_signatures():
+    """No package shadows a public function (edgeyard.build, edgeyard.gate): importing the
+    packages behind them changes nothing, and inspect and IDEs see the real parameters."""
+    import inspect
 
-    assert callable(edgeyard.build)
+    import edgeyard.builder.worker
+    import edgeyard.gating.run
+
+    for name in edgeyard.__all__:
+        obj = getattr(edgeyard, name)
+        if inspect.isfunction(obj):
+            params = inspect.signature(obj).parameters
+            assert [p.kind for p in params.values()] != [
+                inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD], name
+    assert "profiles" in inspect.signature(edgeyard.build).parameters
+    assert "baseline" in inspect.signature(edgeyard.gate).parameters
+    assert inspect.isfunction(edgeyard.build) and inspect.isfunction(edgeyard.gate)

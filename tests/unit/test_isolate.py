@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeyard.backends.registry import backend_ref
-from edgeyard.build.isolate import run_child
+from edgeyard.builder.isolate import run_child
 from fault_backends import AbortingBackend, HangingBackend, RaisingBackend
 
 

@@ -2,7 +2,7 @@
 
 A backend converts a `SourceModel` into one artifact file at a precision, loads an artifact into
 an `Engine` when this host can run it, and inspects an artifact (op census, delegated and
-fallback ops). Conversion runs in a child process (see `edgeyard.build.isolate`), so a backend
+fallback ops). Conversion runs in a child process (see `edgeyard.builder.isolate`), so a backend
 may import its toolchain freely inside `convert`, but its module must import nothing heavy at the
 top: the registry imports backend modules to read their declarations.
 
@@ -21,12 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import numpy as np
 
 from .._deps import install_command, missing
-from ..engines.base import Engine, load_engine
+from ..engines.base import Engine
+from ..engines.registry import load_engine
 from ..errors import ConversionError
 from ..model import SourceModel
 
@@ -78,7 +79,7 @@ class Backend(ABC):
     implemented: ClassVar[bool] = True
     # the engine format in edgeyard.engines that runs this backend's artifacts
     engine_format: ClassVar[str | None] = None
-    # what the recovery ladder (edgeyard.build.ladder) may try beyond a higher precision when
+    # what the recovery ladder (edgeyard.builder.ladder) may try beyond a higher precision when
     # an int8 artifact breaks its accuracy budget: "mixed" (a `sensitivity()` method and a
     # `nodes_to_exclude` option), "qat" (a `qat_epochs` option)
     recovery: ClassVar[tuple[str, ...]] = ()
@@ -121,9 +122,20 @@ class Backend(ABC):
     @abstractmethod
     def convert(self, request: ConvertRequest) -> ConvertResult: ...
 
+    def sensitivity(self, request: ConvertRequest) -> list[dict[str, Any]] | None:
+        """Which parts of the model int8 hurts most, worst first (`{"node": ..., "sqnr_db":
+        ...}` rows): what the recovery ladder's "mixed" rung keeps in float. A backend that
+        lists "mixed" in `recovery` implements it; None: this backend has no such analysis."""
+        return None
+
+    @final
     def load(self, path: str | os.PathLike[str], threads: int = 1,
              source: SourceModel | None = None) -> Engine:
-        """The artifact in its runtime; with `source`, I/O in the source model's order."""
+        """The artifact in its runtime; with `source`, I/O in the source model's order.
+
+        Always the engine registered for `engine_format` (edgeyard.engines.registry): the
+        device's runtime loads the artifact the same way, with no backend at hand, so a
+        backend cannot load differently here than it will there."""
         if self.engine_format is None:
             raise NotImplementedError(f"{self.name} artifacts cannot be run by edgeyard")
         names = ([s.name for s in source.inputs], [s.name for s in source.outputs]) if source \

@@ -7,6 +7,8 @@ to verify what they convert, so the build checks exactly the code path the devic
 
 from __future__ import annotations
 
-from .base import Engine, TensorSpec, load_engine
+from .base import Engine, TensorSpec
+from .registry import engine_class, engine_formats, load_engine, register_engine
 
-__all__ = ["Engine", "TensorSpec", "load_engine"]
+__all__ = ["Engine", "TensorSpec", "engine_class", "engine_formats", "load_engine",
+           "register_engine"]

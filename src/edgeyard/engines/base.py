@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -38,7 +37,11 @@ class TensorSpec:
 
 
 class Engine(ABC):
-    """One loaded artifact. `predict` takes and returns arrays in the model's input/output order."""
+    """One loaded artifact. `predict` takes and returns arrays in the model's input/output order.
+
+    A subclass implements `_open` (load the file, fill `inputs` / `outputs`) and `predict`, and
+    is made known by format in `edgeyard.engines.registry` (built in, an `edgeyard.engines`
+    entry point, or `register_engine`)."""
 
     format: str = ""
 
@@ -57,6 +60,12 @@ class Engine(ABC):
         self.output_names = list(output_names) if output_names else None
         self.inputs: tuple[TensorSpec, ...] = ()
         self.outputs: tuple[TensorSpec, ...] = ()
+        self._open()
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Load `self.path` with the runtime (`self.threads` threads) and set `inputs` and
+        `outputs` (in `input_names` / `output_names` order when the format keeps names)."""
 
     @abstractmethod
     def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
@@ -69,42 +78,6 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# artifact format -> "module:class"; each module imports its runtime only when an engine is built
-ENGINES: dict[str, str] = {
-    "onnx": "edgeyard.engines.onnx:OnnxEngine",
-    "tflite": "edgeyard.engines.tflite:TfliteEngine",
-    "executorch": "edgeyard.engines.executorch:ExecutorchEngine",
-    "torchscript": "edgeyard.engines.torchscript:TorchscriptEngine",
-    "coreml": "edgeyard.engines.coreml:CoremlEngine",
-    "tvm": "edgeyard.engines.tvm:TvmEngine",
-    "tensorrt": "edgeyard.engines.tensorrt:TensorrtEngine",
-}
-
-
-def load_engine(
-    format: str,
-    path: str | os.PathLike[str],
-    threads: int = 1,
-    input_names: Sequence[str] | None = None,
-    output_names: Sequence[str] | None = None,
-) -> Engine:
-    """Load an artifact of `format` ('onnx', 'tflite', 'executorch', ...) with its runtime.
-
-    `input_names` / `output_names` give the source model's I/O order; `predict` then takes and
-    returns arrays in that order whatever order the format stores."""
-    try:
-        ref = ENGINES[format]
-    except KeyError:
-        raise KeyError(
-            f"no engine for artifact format {format!r}; available: {', '.join(ENGINES)}"
-        ) from None
-    module, _, cls = ref.partition(":")
-    engine_cls = getattr(importlib.import_module(module), cls)
-    engine: Engine = engine_cls(path, threads=threads, input_names=input_names,
-                                output_names=output_names)
-    return engine
 
 
 def order_by_names(items: list[tuple[str, T]], names: list[str] | None) -> list[tuple[str, T]]:

@@ -6,7 +6,6 @@ runtime's fallback chain moves on to the next engine.
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Sequence
 
@@ -24,15 +23,12 @@ ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "i
 class CoremlEngine(Engine):
     format = "coreml"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
+    def _open(self) -> None:
         if platform.system() != "Darwin":
             raise EdgeyardError(f"Core ML prediction exists only on macOS; this host runs "
                                 f"{platform.system()} ({self.path})")
         ct = require("coremltools", extra="coreml", purpose="running .mlpackage")
-        # threads: Core ML schedules its own work; compute units pick CPU / GPU / Neural Engine
+        # self.threads: Core ML schedules its own work; compute units pick CPU / GPU / Neural Engine
         self._model = ct.models.MLModel(self.path, compute_units=ct.ComputeUnit.ALL)
         desc = self._model.get_spec().description
         self.inputs = tuple(feature_spec(f) for f in desc.input)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -28,14 +27,11 @@ def _spec(i: int, prefix: str, meta: object) -> TensorSpec:
 class ExecutorchEngine(Engine):
     format = "executorch"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
+    def _open(self) -> None:
         rt_mod = require("executorch.runtime", extra="executorch", purpose="running .pte")
         # the Python bindings take and return torch tensors
         self._torch = require("torch", extra="executorch", purpose="running .pte")
-        _size_pool(threads)
+        _size_pool(self.threads)
         runtime = rt_mod.Runtime.get()
         self._program = runtime.load_program(self.path)
         self._method = self._program.load_method("forward")

@@ -82,10 +82,7 @@ def build_engine(trt: Any, path: str, recipe: dict[str, Any]) -> bytes:
 class TensorrtEngine(Engine):
     format = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
+    def _open(self) -> None:
         trt = require("tensorrt", purpose="building and running TensorRT engines")
         self._torch = torch = require("torch", extra="torch", purpose="CUDA buffers")
         if not torch.cuda.is_available():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,12 +13,9 @@ from .base import Engine, TensorSpec, order_by_names
 class TfliteEngine(Engine):
     format = "tflite"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
+    def _open(self) -> None:
         litert = require("ai_edge_litert.interpreter", extra="tflite", purpose="running .tflite")
-        self._it = litert.Interpreter(model_path=self.path, num_threads=threads)
+        self._it = litert.Interpreter(model_path=self.path, num_threads=self.threads)
         self._it.allocate_tensors()
         # Prefer the signature: it carries the source model's input/output names and order.
         sigs = self._it.get_signature_list()

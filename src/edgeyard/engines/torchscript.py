@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Sequence
 
@@ -18,12 +17,9 @@ IO_FILE = "edgeyard_io.json"
 class TorchscriptEngine(Engine):
     format = "torchscript"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
+    def _open(self) -> None:
         self._torch = require("torch", extra="torch", purpose="running .ptl")
-        self._torch.set_num_threads(threads)
+        self._torch.set_num_threads(self.threads)
         from torch.jit.mobile import _load_for_lite_interpreter
 
         self._module = _load_for_lite_interpreter(self.path)

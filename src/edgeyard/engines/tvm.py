@@ -25,16 +25,13 @@ IO_FUNC = "edgeyard_io"
 class TvmEngine(Engine):
     format = "tvm"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
-                 input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> None:
-        super().__init__(path, threads, input_names, output_names)
-        os.environ["TVM_NUM_THREADS"] = str(threads)
+    def _open(self) -> None:
+        os.environ["TVM_NUM_THREADS"] = str(self.threads)
         tvm = require("tvm", extra="tvm", purpose="running TVM .so artifacts")
         from tvm import relax
 
         # mode 1 ("big" cores: all of them on a homogeneous CPU), `threads` workers
-        tvm.get_global_func("runtime.config_threadpool")(1, threads)
+        tvm.get_global_func("runtime.config_threadpool")(1, self.threads)
         self._tvm = tvm
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(self.path), tvm.cpu())
         try:

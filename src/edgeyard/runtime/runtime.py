@@ -20,7 +20,8 @@ import numpy as np
 
 from .._hashing import sha256_file
 from ..data import as_arrays, check_arrays, run_batched
-from ..engines.base import Engine, TensorSpec, load_engine
+from ..engines.base import Engine, TensorSpec
+from ..engines.registry import load_engine
 from ..errors import EdgeyardError, ManifestError
 from .breaker import DEMOTED, FAILED, HEALTHY, Breaker, BreakerPolicy
 from .lastresort import RemoteModel, StaticOutput

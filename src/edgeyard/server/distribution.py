@@ -25,14 +25,23 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select, update
 
+from ..errors import EdgeyardError, NotFound
 from . import db
 from .store import _write
 
 MANIFEST = "release.json"
 
 
-class FileRefused(ValueError):
+class FileRefused(EdgeyardError, ValueError):
     """An uploaded file that is not part of the registered release (or does not match it)."""
+
+
+class ReleaseNotRegistered(NotFound):
+    """A release the server has no manifest of."""
+
+
+class NotServable(EdgeyardError, ValueError):
+    """A registered release whose files are not all uploaded yet."""
 
 
 def listed_files(manifest: dict[str, Any]) -> dict[str, tuple[str, int | None]]:
@@ -62,7 +71,7 @@ def _manifest(engine: Engine, model: str, release: str) -> dict[str, Any]:
         r = conn.execute(select(t.c.manifest).where(and_(t.c.model == model,
                                                          t.c.release == release))).first()
     if r is None:
-        raise KeyError(f"release {model} {release} is not registered")
+        raise ReleaseNotRegistered(f"release {model} {release} is not registered")
     return json.loads(r.manifest)  # type: ignore[no-any-return]
 
 
@@ -140,10 +149,11 @@ def manifest_sha(engine: Engine, model: str, release: str) -> str | None:
 
 
 def servable(engine: Engine, model: str, release: str) -> None:
-    """Raise ValueError unless every file of the release is stored (a device could take it)."""
+    """Raise `NotServable` unless every file of the release is stored (a device could take
+    it), `ReleaseNotRegistered` for a release the server does not know."""
     missing = missing_files(engine, model, release)
     if missing:
-        raise ValueError(f"{model} {release} cannot be served yet: {len(missing)} of its files "
+        raise NotServable(f"{model} {release} cannot be served yet: {len(missing)} of its files "
                          f"are not uploaded ({', '.join(missing[:5])}); run `edgeyard releases "
                          f"register <release dir>`")
 

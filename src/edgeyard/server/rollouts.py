@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, and_, insert, select, update
 
+from ..errors import NotFound
 from ..rollout import stats
 from ..rollout.plan import ACTIVE, Plan, RolloutError, State, advance, command
 from ..telemetry.sketch import ExpHistogram
@@ -42,6 +43,10 @@ from .store import _write, counter_rows, device_totals, signals
 CONFIDENCE = "output.confidence"
 MIN_BUCKET_CALLS = 20  # calls of each cohort in a bucket before its p90s are compared
 MAIN_SHARE = 0.1  # an engine's share of the new cohort's calls before its latency is compared
+
+
+class RolloutNotFound(NotFound):
+    """A rollout id the server does not have."""
 
 
 # --- storage ----------------------------------------------------------------------------------
@@ -93,9 +98,7 @@ def start(engine: Engine, model: str, release: str, plan: Plan, now: float | Non
         raise RolloutError(f"{model} {release} is the stable release already")
     try:
         distribution.servable(engine, model, release)
-    except KeyError as exc:
-        raise RolloutError(str(exc.args[0])) from None
-    except ValueError as exc:
+    except (distribution.ReleaseNotRegistered, distribution.NotServable) as exc:
         raise RolloutError(str(exc)) from None
     st = State(uuid.uuid4().hex[:16], model, release, previous, plan, step_started=now)
     t = db.rollouts
@@ -149,7 +152,7 @@ def act(engine: Engine, rollout_id: str, action: str, who: str = "admin",
     now = time.time() if now is None else now
     st = get(engine, rollout_id)
     if st is None:
-        raise KeyError(f"no rollout {rollout_id}")
+        raise RolloutNotFound(f"no rollout {rollout_id}")
     d = command(st, action, now, who)
     save(engine, st, d, now)
     return st, d

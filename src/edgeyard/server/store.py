@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import secrets
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_any
+from ..errors import EdgeyardError
 from ..telemetry.window import LATENCY, Window
 from . import cumulative, db, decode
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
@@ -58,8 +60,28 @@ MAX_SKEW_S = 86_400  # a device clock further than this from ours: file by arriv
 WINDOW_COUNT_CAP = 2**53  # a drift window's class counts saturate here (the stored sums do not)
 
 
-class Busy(RuntimeError):
+class Busy(EdgeyardError, RuntimeError):
     """The database could not take the write now (-> 503 with Retry-After)."""
+
+
+# the drivers' error codes of a write that may succeed later: SQLite's primary result codes (the
+# low byte of an extended code), PostgreSQL's SQLSTATEs
+_SQLITE_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}  # "database is locked"
+_PG_DEADLOCK = "40P01"  # deadlock_detected: this transaction was the victim, run it again
+_PG_BUSY = "40001"  # serialization_failure
+
+
+def _conflict(exc: DBAPIError) -> str | None:
+    """What the driver's error code says of a failed write: `deadlock` (run it again at once),
+    `busy` (answer 503) or None (not a conflict with another writer)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)  # sqlite3.Error, Python >= 3.11
+    if isinstance(code, int):
+        return "busy" if code & 0xFF in _SQLITE_BUSY else None
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, 2
+    if state == _PG_DEADLOCK:
+        return "deadlock"
+    return "busy" if state == _PG_BUSY else None
 
 
 @dataclass
@@ -181,10 +203,10 @@ def ingest_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int 
             if attempt == attempts - 1:
                 raise Busy("concurrent writers kept conflicting") from None
         except DBAPIError as exc:  # SQLite "database is locked", PostgreSQL serialization
-            msg = str(exc).lower()
-            if "deadlock" in msg and attempt < attempts - 1:
+            conflict = _conflict(exc)
+            if conflict == "deadlock" and attempt < attempts - 1:
                 continue
-            if "locked" in msg or "serializ" in msg or "deadlock" in msg:
+            if conflict is not None:
                 raise Busy(str(exc.orig)) from None
             raise
     else:

@@ -30,11 +30,16 @@ from ..drift import DriftPolicy
 from ..drift import check as drift_check
 from ..drift.explicit import ExplicitHistogram, Sketch, merge_any
 from ..drift.stats import aligned
+from ..errors import NotFound
 from ..telemetry.window import ENGINE_LATENCY, LATENCY, Window
 from . import store
 from .metrics import ServiceMetrics
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UnknownSignal(NotFound):
+    """A signal name the release's reference does not have."""
 
 
 def reference_of(rec: store.ReleaseRecord) -> dict[str, Any]:
@@ -100,7 +105,7 @@ def histogram(rec: store.ReleaseRecord, name: str, cur: Sketch | None) -> dict[s
     ref: Sketch | None = rec.reference.sketches.get(name)
     if ref is None:
         known = ", ".join(sorted(rec.reference.sketches)) or "none"
-        raise KeyError(f"signal {name!r} is not in the reference (signals: {known})")
+        raise UnknownSignal(f"signal {name!r} is not in the reference (signals: {known})")
     kind = "explicit" if isinstance(ref, ExplicitHistogram) else "exponential"
     other = cur is not None and isinstance(cur, ExplicitHistogram) != (kind == "explicit")
     if cur is None or cur.count == 0 or other:
