@@ -42,8 +42,11 @@ EXTRA_OF: dict[str, str] = {
     "uvicorn": "server",
     "sqlalchemy": "server",
     "alembic": "server",
-    "psycopg": "server",
+    "psycopg": "postgres",
     "prometheus_client": "server",
+    "typer": "cli",
+    "rich": "cli",
+    "click": "cli",
 }
 
 # modules whose install command is not `pip install 'edgeyard[extra]'`

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .errors import MissingExtra
+
 
 class ExitCode(IntEnum):
     OK = 0  # built, pass, no drift, rollout completed
@@ -16,3 +18,8 @@ class ExitCode(IntEnum):
     UNDECIDED = 3  # no verdict yet: gate inconclusive, too little data for drift, rollout running
     ERROR = 4  # stopped before a result: bad input file, not a release, unreachable server or runner
     MISSING_EXTRA = 5  # an optional dependency is not installed; the message names the pip command
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code of an error that stopped a command: MISSING_EXTRA or ERROR."""
+    return ExitCode.MISSING_EXTRA if isinstance(exc, MissingExtra) else ExitCode.ERROR

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from ._files import write_json_atomic as write_json_atomic  # re-exported: the manifest writer
 from ._hashing import sha256_file
 from .errors import ManifestError
 
@@ -34,22 +34,6 @@ GOLDEN = "golden.npz"
 PREDICTIONS = "predictions.npz"
 TELEMETRY_DIR = "telemetry"
 STATUSES = ("ok", "failed", "skipped", "unverified")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def schema() -> dict[str, Any]:
@@ -263,10 +247,21 @@ def load_release(path: str | os.PathLike[str]) -> Release:
     """Read the release at `path` (a directory holding release.json, or the file itself)."""
     p = Path(path)
     manifest_path = p if p.name == MANIFEST else p / MANIFEST
+    return Release(manifest_path.parent, read_manifest(manifest_path))
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest at `path` (a release directory or its release.json), checked to be an
+    edgeyard manifest this version reads; anything else raises `ManifestError`. The one reader
+    of release.json: the build, the gate, the runtime, the collector and the updater use it."""
+    p = Path(path)
+    manifest_path = p if p.name == MANIFEST else p / MANIFEST
     try:
         data = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise ManifestError(f"{str(manifest_path)!r} does not exist: not a release") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read {str(manifest_path)!r}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{str(manifest_path)!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_ID:
@@ -277,4 +272,4 @@ def load_release(path: str | os.PathLike[str]) -> Release:
             f"{str(manifest_path)!r} has schema version {version!r}; this edgeyard reads up to "
             f"{SCHEMA_VERSION}: upgrade edgeyard"
         )
-    return Release(manifest_path.parent, data)
+    return data

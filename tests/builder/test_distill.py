@@ -127,4 +127,4 @@ def test_a_build_config_names_the_student(digits_data, digits_cnn, tmp_path):
         (tmp_path / "build.toml").read_text().replace("students:small", "students:nope"))
     r = subprocess.run([sys.executable, "-m", "edgeyard.cli", "build", str(tmp_path / "build.toml")],
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "students:nope" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 4 and "students:nope" in r.stderr and "Traceback" not in r.stderr

@@ -172,13 +172,21 @@ def test_cli_build_exit_codes(tmp_path, tiny_model):
     r = cli("build", str(write_config(tmp_path, tiny_model, ["int8"], calibration=False)))
     assert r.returncode == 1
     assert "FAILED: onnx/int8 needs calibration data" in r.stdout
-    # bad input stops the command: exit 2 with one clear line, no traceback
+    # --json: the result and the manifest, and nothing else, on stdout
+    r = cli("build", str(write_config(tmp_path, tiny_model, ["int8"], calibration=False)), "--json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["exit_code"] == 1
+    assert [f["profile"] for f in out["failed"]] == ["int8"]
+    assert "needs calibration data" in " ".join(out["failed"][0]["reasons"])
+    assert out["manifest"]["profiles"]["int8"]["chain"][0]["status"] == "failed"
+    # bad input stops the command: exit 4 with one clear line, no traceback
     (tmp_path / "tiny.onnx").write_bytes(b"junk")
     r = cli("build", str(write_config(tmp_path, tiny_model, ["skips"])))
-    assert r.returncode == 2
+    assert r.returncode == 4
     assert "is not a valid ONNX model" in r.stderr and "Traceback" not in r.stderr
     r = cli("build", str(write_config(tmp_path, tiny_model, ["nope"])))
-    assert r.returncode == 2 and "no device profile named 'nope'" in r.stderr
+    assert r.returncode == 4 and "no device profile named 'nope'" in r.stderr
 
 
 BUILD_THAT_HANGS = """

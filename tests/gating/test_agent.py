@@ -131,12 +131,12 @@ def test_refusals(agent, gate_releases, tmp_path):
     assert list(work.iterdir()) == []
 
 
-def test_wrong_token_stops_the_gate_with_exit_3(agent, gate_releases):
+def test_wrong_token_stops_the_gate_with_exit_4(agent, gate_releases):
     r = subprocess.run(
         [sys.executable, "-m", "edgeyard.cli", "gate", str(gate_releases["base"]), "--baseline",
          str(gate_releases["base"]), "--runner", f"agent://127.0.0.1:{agent['port']}",
          "--runner-token", "nope"], capture_output=True, text=True)
-    assert r.returncode == 3
+    assert r.returncode == 4
     assert "answered 403" in r.stderr and "wrong token" in r.stderr
 
 

@@ -20,7 +20,7 @@ def test_exit_0_same_release_passes(gate_releases, tmp_path):
     # generous floors: an A/A comparison must pass, not wait on this machine's p90 noise
     r = gate(gate_releases["base"], "--baseline", gate_releases["base"], "--runner", "local",
              "--latency-floor", "0.3", "--latency-p90-floor", "0.5",
-             "--junit", tmp_path / "g.xml", "--json", tmp_path / "g.json",
+             "--junit", tmp_path / "g.xml", "--json-out", tmp_path / "g.json",
              "--markdown", tmp_path / "g.md")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "g.json").read_text())
@@ -38,7 +38,7 @@ def test_exit_1_real_regression(gate_releases, tmp_path):
     summary = tmp_path / "summary.md"
     env = {**__import__("os").environ, "GITHUB_STEP_SUMMARY": str(summary)}
     r = gate(gate_releases["wide"], "--baseline", gate_releases["base"], "--runner", "local",
-             "--json", tmp_path / "g.json", env=env)
+             "--json-out", tmp_path / "g.json", env=env)
     assert r.returncode == 1, r.stdout + r.stderr
     found = {f["figure"]: f for f in json.loads((tmp_path / "g.json").read_text())["findings"]}
     assert found["size"]["verdict"] == "fail" and found["size"]["ratio"] > 2
@@ -47,27 +47,29 @@ def test_exit_1_real_regression(gate_releases, tmp_path):
     assert "❌ FAIL" in summary.read_text()
 
 
-def test_exit_2_inconclusive_at_the_round_cap(gate_releases, tmp_path):
+def test_exit_3_inconclusive_at_the_round_cap(gate_releases, tmp_path):
     # two rounds cannot give significance, and a 2-3x slowdown is no pass either
     r = gate(gate_releases["wide"], "--baseline", gate_releases["base"], "--runner", "local",
              "--min-rounds", "2", "--max-rounds", "2", "--size-tolerance", "10",
-             "--json", tmp_path / "g.json")
-    assert r.returncode == 2, r.stdout + r.stderr
+             "--json-out", tmp_path / "g.json", "--json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    printed = json.loads(r.stdout)  # --json: the report, not the Markdown, on stdout
+    assert (printed["verdict"], printed["exit_code"]) == ("inconclusive", 3)
     found = {f["figure"]: f for f in json.loads((tmp_path / "g.json").read_text())["findings"]}
     assert found["latency_p50"]["verdict"] == "inconclusive"
     assert "after 2 rounds (the cap)" in found["latency_p50"]["message"]
 
 
-def test_exit_3_gate_cannot_run(gate_releases, tmp_path):
+def test_exit_4_gate_cannot_run(gate_releases, tmp_path):
     r = gate(gate_releases["base"], "--baseline", tmp_path / "nowhere", "--runner", "local")
-    assert r.returncode == 3 and "baseline" in r.stderr and "not a release" in r.stderr
+    assert r.returncode == 4 and "baseline" in r.stderr and "not a release" in r.stderr
     r = gate(gate_releases["base"], "--baseline", gate_releases["base"],
              "--runner", "agent://127.0.0.1:9", "--runner-token", "t")
-    assert r.returncode == 3 and "unreachable" in r.stderr
+    assert r.returncode == 4 and "unreachable" in r.stderr
     r = gate(gate_releases["base"], "--baseline", gate_releases["base"], "--profile", "pixel-8")
-    assert r.returncode == 3 and "has no profile 'pixel-8'" in r.stderr
+    assert r.returncode == 4 and "has no profile 'pixel-8'" in r.stderr
     r = gate(gate_releases["base"], "--baseline", gate_releases["base"], "--runner", "ssh://x")
-    assert r.returncode == 3 and "unsupported runner URL" in r.stderr
+    assert r.returncode == 4 and "unsupported runner URL" in r.stderr
 
 
 def test_the_profiles_budget_is_checked(gate_releases, tmp_path):
@@ -79,7 +81,7 @@ def test_the_profiles_budget_is_checked(gate_releases, tmp_path):
     manifest["profiles"]["host"]["budgets"]["max_latency_p90_ms"] = 0.0001
     (tight / "release.json").write_text(json.dumps(manifest))
     r = gate(tight, "--baseline", gate_releases["base"], "--runner", "local",
-             "--latency-floor", "0.3", "--latency-p90-floor", "0.5", "--json", tmp_path / "g.json")
+             "--latency-floor", "0.3", "--latency-p90-floor", "0.5", "--json-out", tmp_path / "g.json")
     assert r.returncode == 1
     found = {f["figure"]: f for f in json.loads((tmp_path / "g.json").read_text())["findings"]}
     assert found["budget_latency_p90"]["verdict"] == "fail"

@@ -70,6 +70,6 @@ def test_verdict_precedence():
     r = GateReport("c", "b", findings=[Finding("p", "size", "pass", "")])
     assert (r.verdict, r.exit_code) == ("pass", 0)
     r.findings.append(Finding("p", "latency_p90", "inconclusive", ""))
-    assert (r.verdict, r.exit_code) == ("inconclusive", 2)
+    assert (r.verdict, r.exit_code) == ("inconclusive", 3)
     r.findings.append(Finding("p", "latency_p50", "fail", ""))
     assert (r.verdict, r.exit_code) == ("fail", 1)

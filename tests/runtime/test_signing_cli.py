@@ -20,7 +20,7 @@ def test_generate_sign_verify(signed_release, release_copy, tmp_path):
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE((tmp_path / "ci.pem").stat().st_mode) == 0o600
     assert (tmp_path / "ci.pub.pem").exists() and "key id:" in r.stdout
-    assert cli("keys", "generate", "--out", tmp_path / "ci.pem").returncode == 2  # no overwrite
+    assert cli("keys", "generate", "--out", tmp_path / "ci.pem").returncode == 4  # no overwrite
     r = cli("sign", release_copy, "--key", tmp_path / "ci.pem")
     assert r.returncode == 0, r.stderr
     manifest = json.loads((release_copy / "release.json").read_text())
@@ -42,4 +42,4 @@ def test_sign_refuses_a_release_whose_files_changed(release_copy, tmp_path):
     art = next((release_copy / "artifacts").iterdir())
     art.write_bytes(art.read_bytes() + b"\0")
     r = cli("sign", release_copy, "--key", tmp_path / "k.pem")
-    assert r.returncode == 2 and "refusing to sign" in r.stderr
+    assert r.returncode == 4 and "refusing to sign" in r.stderr

@@ -1,31 +1,27 @@
 """The HTML report in a real headless browser (Debian's chromium): the page the running server
-serves renders its plots and its drift table, not only a 200."""
+serves draws its charts (Vega-Lite, from the JavaScript inlined in the page) and its drift
+table, not only a 200, with nothing on the console."""
 
 from __future__ import annotations
 
 import html
 import json
 import re
-import shutil
-import subprocess
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from .chromium import CHROMIUM, chart_errors, chromium_console, drawn_charts
 from .conftest import otlp_windows, request_body
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                                 "(apt install chromium; .ci/run installs it)")
 
 
 def chromium(*args: str, timeout: int = 120) -> str:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--user-data-dir=/tmp/edgeyard-chromium-test", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-    return out.stdout
+    return chromium_console(*args, timeout=timeout)[0]
 
 
 def login_page(server_url: str, admin: str) -> str:
@@ -73,20 +69,24 @@ def test_report_renders_plots_and_the_drift_table(serve, telemetry_release, digi
     # the browser logs in with the form's POST (the key becomes a cookie; it never travels in
     # a URL), follows the redirect, runs the page
     login = login_page(server.url, admin)
-    dom = chromium("--virtual-time-budget=5000", "--dump-dom", login)
+    dom, console = chromium_console("--virtual-time-budget=10000", "--dump-dom", login)
+    assert not console, console
     assert 'id="verdict"' in dom and "verdict: drift" in dom
     table = re.search(r'<table id="drift-table">(.*?)</table>', dom, re.S)
     assert table, dom[:2000]
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.group(1), re.S)
     assert len(rows) >= 10  # a header and one row per signal
     assert any("input.input.mean" in r and "DRIFT" in r for r in rows)
-    hists = re.findall(r'<svg class="hist"[^>]*data-signal="([^"]+)"', dom)
+    hists = re.findall(r'<div class="plot" data-signal="([^"]+)"><div class="chart vega-embed',
+                       dom)
     assert "input.input.mean" in hists and len(hists) >= 8
-    assert dom.count("<rect") > 100  # histogram bars drawn, not empty frames
-    assert "<circle" in dom  # the drift-over-time points
+    ids, drawn = drawn_charts(dom)  # every chart drawn by vega-embed, none failed
+    assert len(ids) >= 11 and drawn == ids, chart_errors(dom)
+    assert dom.count('aria-roledescription="bar"') > 100  # histogram bars, not empty frames
+    assert dom.count('aria-roledescription="circle"') > 10  # the drift-over-time points
     # and it paints: a screenshot of the page is a real image with content
     png = tmp_path / "report.png"
-    chromium("--window-size=1280,1600", "--virtual-time-budget=5000", f"--screenshot={png}",
+    chromium("--window-size=1280,1600", "--virtual-time-budget=10000", f"--screenshot={png}",
              login)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

@@ -5,6 +5,7 @@ most 1%; webhooks fire once per new finding."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
@@ -74,7 +75,10 @@ def test_shifted_digits_are_flagged_on_the_right_signals(client, registered, tel
         "model": "digits", "release": "1.0", "profile": "inverted"}, headers=auth).json())
     assert "DRIFT" in table and "input.input.mean" in table
     html = client.get("/", params={"model": "digits", "release": "1.0"}, headers=auth).text
-    assert html.count("<svg") >= 10 and 'id="drift-table"' in html and 'id="segments"' in html
+    specs = re.search(r'<script type="application/json" id="edgeyard-charts">(.*?)</script>',
+                      html, re.S)
+    assert specs and len(json.loads(specs.group(1))) >= 10  # histograms and time series
+    assert 'id="drift-table"' in html and 'id="segments"' in html
 
 
 def test_false_alarm_rate_over_many_clean_windows(telemetry_release, digits_data):

@@ -81,9 +81,9 @@ def test_cli_profiles_lists_and_validates(tmp_path):
     assert r.returncode == 1
     assert "bad" in r.stdout and "INVALID" in r.stdout and "no backend named 'onyx'" in r.stdout
     r = cli("profiles", "pixel-9")
-    assert r.returncode == 2 and "available: iphone-15" in r.stderr
+    assert r.returncode == 4 and "available: iphone-15" in r.stderr
 
 
 def test_cli_inspect_on_a_non_release(tmp_path):
     r = cli("inspect", str(tmp_path))
-    assert r.returncode == 2 and "not a release" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 4 and "not a release" in r.stderr and "Traceback" not in r.stderr

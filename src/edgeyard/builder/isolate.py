@@ -8,14 +8,13 @@ parent gets an outcome with a reason and the log's tail, and the other targets g
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .._child import child_env, run_module
 
 TAIL_LINES = 25
 
@@ -53,30 +52,6 @@ class ChildOutcome:
         return None
 
 
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    # the child must import what the parent can (tests register backends from their own modules)
-    paths = [p for p in sys.path if p]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's whole process group (the converter and anything it started)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def run_child(
     job: dict[str, Any], job_dir: Path, *, timeout_s: float, threads: int = 1,
     python: str = sys.executable,
@@ -88,30 +63,13 @@ def run_child(
     log_path = job_dir / "log.txt"
     job_path.write_text(json.dumps(job))
     result_path.unlink(missing_ok=True)
-    start = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [python, "-m", "edgeyard.builder.worker", str(job_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=child_env(threads),
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-        except BaseException:  # Ctrl-C, SIGTERM (see _signals.terminate_raises), an error
-            _kill_group(proc)  # the child runs in its own session: it would outlive us
-            raise
-    seconds = time.perf_counter() - start
+        run = run_module("edgeyard.builder.worker", [str(job_path)], timeout_s=timeout_s,
+                         env=child_env(threads), stdout=log, python=python)
     result = None
     if result_path.exists():
         try:
             result = json.loads(result_path.read_text())
         except json.JSONDecodeError:
             result = None
-    return ChildOutcome(proc.returncode, timed_out, seconds, result, log_path)
+    return ChildOutcome(run.returncode, run.timed_out, run.seconds, result, log_path)

@@ -8,7 +8,6 @@ outputs, so the metrics live in one place (`verify.py`).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
@@ -17,9 +16,9 @@ from typing import Any
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
+    from edgeyard._files import atomic_write
+
+    atomic_write(path, json.dumps(data, default=str))
 
 
 def run(job: dict[str, Any], state: dict[str, str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._deps import require
+from .._files import atomic_write
 from .._hashing import sha256_file
 from ..errors import EdgeyardError
 from .base import Engine, TensorSpec, order_by_names
@@ -95,10 +96,7 @@ class TensorrtEngine(Engine):
         self.built = not cached.exists()  # True when this load built (not reused) the engine
         if self.built:
             data = build_engine(trt, self.path, recipe)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, cached)
+            atomic_write(cached, data)
         self.cache_path = cached
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

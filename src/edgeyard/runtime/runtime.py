@@ -7,7 +7,6 @@ need it), tensorflow, coremltools or a TVM compiler.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from ..data import as_arrays, check_arrays, run_batched
 from ..engines.base import Engine, TensorSpec
 from ..engines.registry import load_engine
 from ..errors import EdgeyardError, ManifestError
+from ..release import read_manifest
 from .breaker import DEMOTED, FAILED, HEALTHY, Breaker, BreakerPolicy
 from .lastresort import RemoteModel, StaticOutput
 
@@ -134,10 +134,7 @@ class Runtime:
         failed with the reason (see `status()`); the others still load.
         """
         root = Path(path)
-        try:
-            manifest = json.loads((root / "release.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ManifestError(f"cannot read {root / 'release.json'}: {exc}") from None
+        manifest = read_manifest(root)
         try:
             chain = manifest["profiles"][profile]["chain"]
         except KeyError:

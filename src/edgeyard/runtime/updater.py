@@ -46,8 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._files import write_json_atomic
 from .._hashing import sha256_file
 from ..errors import EdgeyardError
+from ..release import read_manifest
 
 CHUNK = 1 << 16
 
@@ -110,7 +112,7 @@ class Updater:
         cur = self.current()
         if cur is None:
             return None
-        return str(json.loads((cur / "release.json").read_text())["model"]["version"])
+        return str(read_manifest(cur)["model"]["version"])
 
     def _state(self) -> dict[str, Any]:
         try:
@@ -119,9 +121,7 @@ class Updater:
             return {"failed": {}}
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        tmp = self.root / f".state-{os.getpid()}.json"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.root / "state.json")
+        write_json_atomic(self.root / "state.json", state, indent=1)
 
     def refused(self) -> dict[str, str]:
         """Releases this device refused, `<version>@<manifest sha256>` -> why."""
@@ -326,7 +326,7 @@ class Updater:
             cur, prev = self.current(), self.previous()
             if prev is None or cur is None:
                 return False
-            manifest = json.loads((cur / "release.json").read_text())
+            manifest = read_manifest(cur)
             key = f"{manifest['model']['version']}@{_manifest_sha(cur)}"
             _link(self.root / "current", prev)
             _link(self.root / "previous", cur)
@@ -448,7 +448,7 @@ class Deployment:
                                   allow_unsigned=self.updater.allow_unsigned,
                                   threads=self.updater.threads, collector=collector,
                                   **self.runtime_options)
-        version = str(json.loads((cur / "release.json").read_text())["model"]["version"])
+        version = str(read_manifest(cur)["model"]["version"])
         with self._lock:
             old_rt, old_col = self._rt, self._collector
             self._rt, self._collector, self._release = rt, collector, version

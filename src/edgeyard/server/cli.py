@@ -1,10 +1,13 @@
 """`edgeyard serve`, `edgeyard releases register`, `edgeyard drift`, `edgeyard server-key`.
 
-Heavy modules (FastAPI, SQLAlchemy, uvicorn) load inside the commands that need them.
+Heavy modules (FastAPI, SQLAlchemy, uvicorn) load inside the commands that need them. Exit codes
+as for every command (`edgeyard._exit.ExitCode`): an error from the server, or an unreachable
+one, is 4.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,8 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from .._deps import require
+from .._exit import ExitCode, exit_code_of
+from ..errors import EdgeyardError
 
 DATA_DIR = Path("edgeyard-data")
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    """One line on stderr; MISSING_EXTRA (5) for a missing extra, else ERROR (4)."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exit_code_of(exc))
 
 
 def _engine(database: str | None, data_dir: Path) -> Any:
@@ -133,16 +144,22 @@ def server_key(
     label: Annotated[str, typer.Option(help="a note for you")] = "",
     database: Annotated[str | None, typer.Option(help="as for serve")] = None,
     data_dir: Annotated[Path, typer.Option(help="as for serve")] = DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="print the key and its kind as JSON")] = False,
 ) -> None:
     """Create an API key in the server's database and print it (it is stored hashed)."""
     from . import store
 
-    engine = _engine(database, data_dir)
+    if kind not in ("ingest", "admin"):
+        raise typer.BadParameter(f"must be 'ingest' or 'admin' (got {kind!r})", param_hint="KIND")
     try:
-        typer.echo(store.create_key(engine, kind, app_name, label))
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        engine = _engine(database, data_dir)
+        key = store.create_key(engine, kind, app_name, label)
+    except (ValueError, EdgeyardError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({"kind": kind, "app": app_name, "label": label, "key": key}, indent=2))
+    else:
+        typer.echo(key)
 
 
 releases_app = typer.Typer(no_args_is_help=True, help="Releases known to the server.")
@@ -158,19 +175,23 @@ def register(
                                              "rollouts); --no-files: drift checks only")] = True,
     stable: Annotated[bool, typer.Option(help="make it the release devices serve outside a "
                                               "rollout (an app's first release)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the server's answer as JSON")] = False,
 ) -> None:
     """Upload a release to the server: its reference sketches (drift checks) and the files
-    devices download (content-addressed: a file the server has is not sent again)."""
-    from .client import Client, ServerError, admin_key
+    devices download (content-addressed: a file the server has is not sent again). Exit 4
+    when the server refuses it or cannot be reached."""
+    from .client import Client, admin_key
 
     try:
         client = Client(server, admin_key(key, data_dir))
         out = client.register(release_dir, files=files)
         if stable:
             client.set_stable(out["model"], out["release"])
-    except ServerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({**out, "server": server, "stable": stable}, indent=2, default=str))
+        return
     sent = f", {len(out['uploaded'])} files uploaded" if "uploaded" in out else ""
     typer.echo(f"registered {out['model']} {out['release']} at {server}{sent}"
                + (" (stable)" if stable else ""))
@@ -183,15 +204,19 @@ def set_stable(
     server: Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")] = "http://127.0.0.1:4318",
     key: Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")] = None,
     data_dir: Annotated[Path, typer.Option(help="where serve wrote admin.key")] = DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Set the release an app's devices serve outside a rollout (no rollout may be running)."""
-    from .client import Client, ServerError, admin_key
+    """Set the release an app's devices serve outside a rollout (no rollout may be running).
+    Exit 4 when the server refuses it or cannot be reached."""
+    from .client import Client, admin_key
 
     try:
         Client(server, admin_key(key, data_dir)).set_stable(model, release)
-    except ServerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({"model": model, "stable": release, "server": server}, indent=2))
+        return
     typer.echo(f"{model}: stable release {release}")
 
 
@@ -214,27 +239,28 @@ def drift(
     alert: Annotated[bool, typer.Option(help="record findings and call the webhook")] = False,
 ) -> None:
     """Check a release's (or an app's) production data for drift. Exit 0 ok, 1 drift, 3 not
-    enough data, 2 an error."""
-    import json
-
-    from .client import Client, ServerError, admin_key
+    enough data, 4 the server refused the check or cannot be reached."""
+    from .client import Client, admin_key
 
     if release is None and baseline_window is None:
-        typer.echo("error: give --release (checked against its build-time reference) or "
-                   "--baseline-window 7d (against the app's own earlier data)", err=True)
-        raise typer.Exit(2)
+        raise typer.BadParameter("give --release (checked against its build-time reference) or "
+                                 "--baseline-window 7d (against the app's own earlier data)",
+                                 param_hint="'--release'")
     try:
         res = Client(server, admin_key(key, data_dir)).drift(model, release, window, profile,
                                                              end=end, alert=alert,
                                                              baseline=baseline_window)
-    except ServerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except EdgeyardError as exc:
+        raise _fail(exc) from None
     if as_json:
         typer.echo(json.dumps(res, indent=2))
     else:
         typer.echo(format_result(res))
-    raise typer.Exit({"drift": 1, "ok": 0}.get(res["verdict"], 3))
+    raise typer.Exit(DRIFT_EXIT.get(res["verdict"], ExitCode.UNDECIDED))
+
+
+# a drift check's verdict -> exit code; anything else (insufficient_data) is UNDECIDED
+DRIFT_EXIT = {"ok": ExitCode.OK, "drift": ExitCode.FAILED}
 
 
 def format_result(res: dict[str, Any]) -> str:

@@ -54,6 +54,8 @@ from sqlalchemy import (
     event,
 )
 
+from .._deps import require
+
 metadata = MetaData()
 
 releases = Table(
@@ -242,6 +244,9 @@ def make_engine(url: str, **kw: Any) -> Engine:
     writers take turns); statements' parameters are left out of error messages."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgresql+psycopg://"):
+        # not in the `server` extra, so that SQLite users need no PostgreSQL client library
+        require("psycopg", extra="postgres", purpose="a PostgreSQL database")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
                                hide_parameters=True, **kw)

@@ -4,6 +4,7 @@
     edgeyard releases register build/digits-1.1
     edgeyard rollout start digits --release 1.1 --steps 1,5,25,100 --hold 1h
     edgeyard rollout status digits                           # exit 0 done, 1 rolled back, 3 running
+    edgeyard rollout status digits --json                    # the rollout and its decisions as JSON
 
 The server decides between steps from the fleet's telemetry (see docs/rollouts.md); these
 commands read and steer it.
@@ -18,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import DATA_DIR
+from .._exit import ExitCode
+from ..errors import EdgeyardError
+from .cli import DATA_DIR, _fail
 
 rollout_app = typer.Typer(no_args_is_help=True, help="Roll a release out to an app's fleet in "
                           "steps; the server halts and rolls back on its own when it is worse.")
@@ -26,18 +29,16 @@ rollout_app = typer.Typer(no_args_is_help=True, help="Roll a release out to an a
 Server = Annotated[str, typer.Option(envvar="EDGEYARD_SERVER")]
 Key = Annotated[str | None, typer.Option(help="admin key (or $EDGEYARD_ADMIN_KEY)")]
 DataDir = Annotated[Path, typer.Option(help="where serve wrote admin.key")]
-EXIT = {"completed": 0, "rolled_back": 1, "running": 3, "paused": 3}
+# a rollout's state -> exit code; a state this client does not know is ERROR
+EXIT = {"completed": ExitCode.OK, "rolled_back": ExitCode.FAILED, "running": ExitCode.UNDECIDED,
+        "paused": ExitCode.UNDECIDED}
+JsonFlag = Annotated[bool, typer.Option("--json", help="print the rollout as JSON")]
 
 
 def _client(server: str, key: str | None, data_dir: Path) -> Any:
     from .client import Client, admin_key
 
     return Client(server, admin_key(key, data_dir))
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def _seconds(text: str) -> float:
@@ -68,10 +69,10 @@ def start(
         help="p90 latency above (1 + this) x the old release's is worse")] = 0.10,
     alpha: Annotated[float, typer.Option(help="false-halt budget of the whole rollout")] = 0.01,
     server: Server = "http://127.0.0.1:4318", key: Key = None, data_dir: DataDir = DATA_DIR,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Start rolling RELEASE out to APP's devices, in place of its stable release."""
-    from .client import ServerError
-
+    """Start rolling RELEASE out to APP's devices, in place of its stable release. Exit 4 when
+    the server refuses it or cannot be reached."""
     try:
         plan = {"steps": [float(s) for s in steps.split(",") if s.strip()],
                 "hold_s": _seconds(hold), "max_hold_s": _seconds(max_hold),
@@ -83,8 +84,11 @@ def start(
                                  ) from None
     try:
         r = _client(server, key, data_dir).start_rollout(app_name, release, **plan)
-    except ServerError as exc:
+    except EdgeyardError as exc:
         raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+        return
     typer.echo(f"rollout {r['id']}: {app_name} {release} to {r['percent']:g}% of the fleet "
                f"(in place of {r['previous']}); steps {', '.join(f'{s:g}%' for s in r['steps'])}")
 
@@ -121,19 +125,18 @@ def status(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     rollout_id: Annotated[str | None, typer.Option("--id", help="a rollout (default: the "
                                                                 "app's latest)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the JSON")] = False,
+    as_json: JsonFlag = False,
     server: Server = "http://127.0.0.1:4318", key: Key = None, data_dir: DataDir = DATA_DIR,
 ) -> None:
     """The latest rollout of APP, with every decision and its figures. Exit 0 completed,
-    1 rolled back, 3 still running or paused, 2 an error."""
-    from .client import ServerError
-
+    1 rolled back, 3 still running or paused, 4 the server cannot be reached or has no such
+    rollout."""
     try:
         r = _active(_client(server, key, data_dir), app_name, rollout_id)
-    except ServerError as exc:
+    except EdgeyardError as exc:
         raise _fail(exc) from None
     typer.echo(json.dumps(r, indent=2) if as_json else format_status(r))
-    raise typer.Exit(EXIT.get(r["state"], 2))
+    raise typer.Exit(EXIT.get(r["state"], ExitCode.ERROR))
 
 
 def _action(action: str) -> Any:
@@ -141,15 +144,16 @@ def _action(action: str) -> Any:
         app_name: Annotated[str, typer.Argument(metavar="APP")],
         rollout_id: Annotated[str | None, typer.Option("--id")] = None,
         server: Server = "http://127.0.0.1:4318", key: Key = None,
-        data_dir: DataDir = DATA_DIR,
+        data_dir: DataDir = DATA_DIR, as_json: JsonFlag = False,
     ) -> None:
-        from .client import ServerError
-
         try:
             client = _client(server, key, data_dir)
             r = client.rollout(_active(client, app_name, rollout_id)["id"], action)
-        except ServerError as exc:
+        except EdgeyardError as exc:
             raise _fail(exc) from None
+        if as_json:
+            typer.echo(json.dumps(r, indent=2))
+            return
         typer.echo(f"rollout {r['id']}: {r['state']} at {r['percent']:g}% ({r['reason']})")
 
     run.__doc__ = {"pause": "Hold APP's rollout at its step (no automatic decisions).",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import json
 import logging
 import os
 import random
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from . import otlp
 from .calllog import CallLog
 from .projections import Projector
@@ -102,16 +102,12 @@ def pseudonymous_id(spool_dir: Path, device_id: str | None) -> str:
     app-provided id, a random install id is used. Never a hardware identifier."""
     salt_file = spool_dir / "salt"
     if not salt_file.exists():
-        tmp = spool_dir / ".tmp-salt"
-        tmp.write_text(secrets.token_hex(16))
-        os.replace(tmp, salt_file)
+        atomic_write(salt_file, secrets.token_hex(16), prefix=".tmp-salt-")
     salt = salt_file.read_text().strip()
     if device_id is None:
         id_file = spool_dir / "install_id"
         if not id_file.exists():
-            tmp = spool_dir / ".tmp-install_id"
-            tmp.write_text(uuid.uuid4().hex)
-            os.replace(tmp, id_file)
+            atomic_write(id_file, uuid.uuid4().hex, prefix=".tmp-install_id-")
         device_id = id_file.read_text().strip()
     return hashlib.sha256(f"{salt}:{device_id}".encode()).hexdigest()[:32]
 
@@ -196,10 +192,13 @@ class Collector:
                      spool_dir: str | os.PathLike[str], *, profile: str | None = None,
                      device_id: str | None = None, **kw: Any) -> Collector:
         """A collector for the release at `path`: its projections, identity and primary artifact."""
-        manifest = json.loads((Path(path) / "release.json").read_text())
+        from ..errors import ManifestError
+        from ..release import read_manifest
+
+        manifest = read_manifest(path)
         tel = manifest.get("telemetry")
         if not tel:
-            raise ValueError("this release has no telemetry projections (built by an older "
+            raise ManifestError("this release has no telemetry projections (built by an older "
                              "edgeyard): rebuild it")
         profiles = list(manifest["profiles"])
         explicit = profile is not None

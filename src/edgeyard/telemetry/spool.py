@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._files import atomic_write
+
 STALE_TMP_S = 600.0
 
 
@@ -85,9 +87,7 @@ class Spool:
                 self._add_dropped(n)
 
     def _add_dropped(self, n: int) -> None:  # the caller holds the file lock
-        tmp = self.dir / f".tmp-{os.getpid()}-dropped-{threading.get_ident()}"
-        tmp.write_text(str(self.dropped + n))
-        os.replace(tmp, self.dir / "dropped.count")
+        atomic_write(self.dir / "dropped.count", str(self.dropped + n), prefix=".tmp-dropped-")
 
     def take_dropped(self) -> int:
         """The dropped count, reset to 0 (it is being reported)."""
@@ -99,18 +99,7 @@ class Spool:
 
     def put(self, upload_id: str, data: bytes) -> Path:
         name = f"{time.time_ns():020d}-{upload_id}.pb"
-        tmp = self.dir / f".tmp-{os.getpid()}-{name}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        path = self.dir / name
-        os.replace(tmp, path)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the rename itself must survive a crash
-        finally:
-            os.close(dfd)
+        path = atomic_write(self.dir / name, data, prefix=".tmp-", durable=True)
         self.enforce()
         return path
 

@@ -19,42 +19,12 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy import Engine
 
 from .. import store
+from ..errors import RefusalLog
 from ..metrics import ServiceMetrics
 from ..rollouts import RolloutLoop
 from ..settings import Settings
 from ..watch import Watch, parse_duration
-
-# --- the service's parts (async: no thread-pool hop to read an attribute) ----------------------
-
-
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def _engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-async def _metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
-
-
-async def _watch(request: Request) -> Watch:
-    return request.app.state.watch
-
-
-async def _rollouts(request: Request) -> RolloutLoop:
-    return request.app.state.rollouts
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-EngineDep = Annotated[Engine, Depends(_engine)]
-MetricsDep = Annotated[ServiceMetrics, Depends(_metrics)]
-WatchDep = Annotated[Watch, Depends(_watch)]
-RolloutLoopDep = Annotated[RolloutLoop, Depends(_rollouts)]
-
-
-# --- API keys ---------------------------------------------------------------------------------
+from ..writer import GroupWriter
 
 
 class KeyCache:
@@ -77,6 +47,54 @@ class KeyCache:
         return found
 
 
+# --- the service's parts (async: no thread-pool hop to read an attribute) ----------------------
+
+
+async def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+async def _metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+async def _watch(request: Request) -> Watch:
+    return request.app.state.watch
+
+
+async def _writer(request: Request) -> GroupWriter:
+    return request.app.state.writer
+
+
+async def _rollouts(request: Request) -> RolloutLoop:
+    return request.app.state.rollouts
+
+
+async def _keys(request: Request) -> KeyCache:
+    return request.app.state.keys
+
+
+async def _refusals(request: Request) -> RefusalLog:
+    return request.app.state.refusals
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+MetricsDep = Annotated[ServiceMetrics, Depends(_metrics)]
+WatchDep = Annotated[Watch, Depends(_watch)]
+WriterDep = Annotated[GroupWriter, Depends(_writer)]
+RolloutLoopDep = Annotated[RolloutLoop, Depends(_rollouts)]
+KeysDep = Annotated[KeyCache, Depends(_keys)]
+RefusalsDep = Annotated[RefusalLog, Depends(_refusals)]
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
 def bearer(authorization: str | None) -> str | None:
     """The key of an `Authorization: Bearer <key>` header, None without one."""
     if authorization and authorization.lower().startswith("bearer "):
@@ -86,9 +104,11 @@ def bearer(authorization: str | None) -> str | None:
 
 def key_of(authorization: str | None, cookie: str | None = None) -> str:
     """The request's key: the bearer token, else the report's cookie, else 401."""
-    key = bearer(authorization) or cookie
-    if key:
+    key = bearer(authorization)
+    if key is not None:
         return key
+    if cookie:
+        return cookie
     raise HTTPException(401, "an API key is required: Authorization: Bearer <key>",
                         headers={"WWW-Authenticate": "Bearer"})
 
