@@ -59,8 +59,9 @@ LAYERS: tuple[Layer, ...] = (
           "own modules in child processes (the build's worker, the gate's measurement); `_exit` "
           "holds every command's exit codes, `_files` atomic writes, `_signals` how services and "
           "builds stop"),
-    Layer("configuration", ("profiles", "config"), "build",
-          "none: `tomllib`, frozen dataclasses (`config` also numpy)"),
+    Layer("configuration", ("_toml", "profiles", "config"), "build",
+          "none: `tomllib`, frozen dataclasses (`config` also numpy); `_toml` reads and checks "
+          "the TOML files users write, with one set of messages"),
     Layer("engines", ("engines",), "device",
           "numpy + one runtime per engine, on first use: onnxruntime, ai-edge-litert, "
           "executorch.runtime, torch (`.ptl`), coremltools (macOS), the TVM runtime, TensorRT; "

@@ -36,13 +36,13 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._toml import check_table, read_toml
 from .errors import ConfigError
 
 _SPEC: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
@@ -115,12 +115,7 @@ class BuildConfig:
 
 def load_config(path: str | os.PathLike[str]) -> BuildConfig:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"build config {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
+    data = read_toml(path, ConfigError, "build config")
     for section in data:
         if section not in _SPEC and section not in _FREE_SECTIONS:
             raise ConfigError(f"{path.name}: unknown section [{section}]; known: "
@@ -136,18 +131,7 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
     for section, keys in _SPEC.items():
         if section in _OPTIONAL_SECTIONS and section not in data:
             continue
-        table = data.get(section, {})
-        for key in table:
-            if key not in keys:
-                raise ConfigError(f"{path.name} [{section}]: unknown key {key!r}; known: "
-                                  f"{', '.join(keys)}")
-        for key, (types, required) in keys.items():
-            if key not in table:
-                if required:
-                    raise ConfigError(f"{path.name} [{section}]: missing required key {key!r}")
-            elif not isinstance(table[key], types) or isinstance(table[key], bool):
-                raise ConfigError(f"{path.name} [{section}]: {key!r} has the wrong type "
-                                  f"(got {table[key]!r})")
+        check_table(f"{path.name} [{section}]", data.get(section, {}), keys, ConfigError)
     base = path.parent
 
     def rel(p: str) -> Path:

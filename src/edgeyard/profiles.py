@@ -8,17 +8,16 @@ code: a new device is a new TOML file, in `device_profiles/` or in a directory o
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ._toml import check_table, read_toml
 from .errors import ProfileError, ProfileNotFound
 
 PRECISIONS = ("fp32", "fp16", "int8-weights", "int8")
@@ -176,26 +175,7 @@ _TARGET = {
 
 
 def _check_table(where: str, table: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-    for key in table:
-        if key not in spec:
-            close = difflib.get_close_matches(key, list(spec), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ProfileError(
-                f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(spec)}"
-            )
-    for key, (types, required) in spec.items():
-        if key not in table:
-            if required:
-                raise ProfileError(f"{where}: missing required key {key!r}")
-            continue
-        value = table[key]
-        # bool is an int in Python, but `threads = true` is a mistake, not a count
-        if isinstance(value, bool) or not isinstance(value, types):
-            names = " or ".join(t.__name__ for t in types)
-            raise ProfileError(
-                f"{where}: {key!r} must be {names} (got {value!r} that is a "
-                f"{type(value).__name__})"
-            )
+    check_table(where, table, spec, ProfileError)
 
 
 def _check_fractions(where: str, table: Mapping[str, Any]) -> None:
@@ -283,12 +263,7 @@ def _validate_targets(profile: Profile, source: str) -> None:
 
 def load_profile_file(path: str | os.PathLike[str]) -> Profile:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ProfileError(f"profile file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path.name}: not valid TOML: {exc}") from None
+    data = read_toml(path, ProfileError, "profile file")
     profile = parse_profile(data, source=path.name)
     if profile.name != path.stem:
         raise ProfileError(

@@ -179,7 +179,7 @@ def test_cli_build_exit_codes(tmp_path, tiny_model):
     assert out["ok"] is False and out["exit_code"] == 1
     assert [f["profile"] for f in out["failed"]] == ["int8"]
     assert "needs calibration data" in " ".join(out["failed"][0]["reasons"])
-    assert out["manifest"]["profiles"]["int8"]["chain"][0]["status"] == "failed"
+    assert "failed" in {e["status"] for e in out["manifest"]["profiles"]["int8"]["chain"]}
     # bad input stops the command: exit 4 with one clear line, no traceback
     (tmp_path / "tiny.onnx").write_bytes(b"junk")
     r = cli("build", str(write_config(tmp_path, tiny_model, ["skips"])))
