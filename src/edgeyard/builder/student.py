@@ -30,7 +30,10 @@ def budget_breaks(manifest: dict[str, Any], profiles: list[Profile],
     for p in profiles:
         chain = manifest["profiles"][p.name]["chain"]
         ok = [e for e in chain if e["status"] == "ok"]
-        sized = [e for e in chain if any(r.startswith("size ") for r in e["reasons"])]
+        limit_mb = p.budgets.max_size_mb
+        sized = [e for e in chain if e["status"] == "failed" and limit_mb is not None
+                 and (manifest["artifacts"].get(e["target"], {}).get("size_bytes") or 0)
+                 > limit_mb * 1e6]
         if not ok and sized:
             out.append(f"{p.name}: no artifact within its size budget "
                        f"({'; '.join(sized[0]['reasons'])})")

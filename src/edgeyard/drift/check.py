@@ -439,16 +439,26 @@ def _holm_verdicts(signals: list[SignalResult], classes: ClassResult | None, alp
     return out, classes
 
 
-def check(reference: Window, current: Window, policy: DriftPolicy = DEFAULT_POLICY,
-          reference_accuracy: float | None = None, skip: Sequence[str] = (LATENCY,)
-          ) -> DriftReport:
+def check(reference: Window | Any, current: Window | Any,
+          policy: DriftPolicy = DEFAULT_POLICY, reference_accuracy: float | None = None,
+          skip: Sequence[str] = (LATENCY,)) -> DriftReport:
     """Compare a (merged) production window with the build's reference window.
+
+    `reference` and `current` may also be tables of values: numpy arrays (one column, or rows x
+    columns), dicts of columns or pandas DataFrames, with the same columns; each column is then
+    sketched and tested as a signal (`edgeyard.drift.frames`).
 
     Signals are the reference's, minus `skip` (latency depends on the device, not the data); a
     signal the window lacks counts as empty. A signal with fewer than `min_points` values is
     "insufficient_data" and not tested; the verdict is "insufficient_data" when nothing was.
     The k tested hypotheses (signals plus the class counts) form one Holm family at `alpha`.
     """
+    if not isinstance(reference, Window) or not isinstance(current, Window):
+        from .frames import windows_of
+
+        if isinstance(reference, Window) or isinstance(current, Window):
+            raise TypeError("compare two windows or two tables of values, not one of each")
+        reference, current = windows_of(reference, current)
     with np.errstate(all="ignore"):  # extreme (yet valid) values give inf and NaN: reported
         return _check(reference, current, policy, reference_accuracy, skip)
 

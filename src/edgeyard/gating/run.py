@@ -246,7 +246,8 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
     solo: dict[str, list[Measurement]] = {"candidate": [], "baseline": []}
     refs = {"candidate": cand, "baseline": base}
 
-    def one_round(r: int) -> str | None:
+    def one_round(r: int) -> tuple[str, str] | None:
+        """None, or (the side that cannot be measured, or "both"; why)."""
         order = ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline")
         try:
             ms = runner.measure([refs[side] for side in order], spec)
@@ -260,18 +261,20 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
                 try:
                     runner.measure([refs[side]], spec)
                 except MeasureError as alone:
-                    return f"{side} artifact {refs[side].artifact_id} could not be measured: {alone}"
-            return f"the artifacts could not be measured together: {exc}"
+                    return side, (f"{side} artifact {refs[side].artifact_id} could not be "
+                                  f"measured: {alone}")
+            return "both", f"the artifacts could not be measured together: {exc}"
         return None
 
     n, decided = 0, {}
     while True:
         goal = policy.min_rounds if n == 0 else min(policy.max_rounds, n + policy.step_rounds)
         while n < goal:
-            err = one_round(n)
-            if err:
-                verdict = "fail" if err.startswith("candidate") else "inconclusive"
-                add(Finding(profile, "measurement", verdict, err, target))
+            broken = one_round(n)
+            if broken:
+                side, why = broken
+                verdict = "fail" if side == "candidate" else "inconclusive"
+                add(Finding(profile, "measurement", verdict, why, target))
                 return n
             n += 1
         decided = _latency(runs, policy, rng)
