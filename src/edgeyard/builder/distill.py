@@ -32,6 +32,7 @@ from .._deps import require
 from ..errors import DataError
 
 Data = Any  # (inputs, labels) | inputs; inputs: an array or a tuple of arrays
+_Bar = Callable[[int | None, dict[str, float] | None], None]  # (epoch, row); (None, None) ends
 
 
 @dataclass
@@ -162,8 +163,6 @@ def distill(
         raise ValueError(f"temperature must be positive (got {temperature})")
     x_tr, y_tr = _split(train)
     x_val, y_val = _split(validation)
-    if y_tr is None:
-        alpha = 1.0
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -175,50 +174,54 @@ def distill(
     vx = tuple(torch.from_numpy(a) for a in x_val)
     t_logits = _run(torch, teacher, tx)
     t_val = _run(torch, teacher, vx)
-    classify = t_logits.ndim == 2 and t_logits.shape[1] > 1
-    ty = None if y_tr is None else torch.from_numpy(y_tr)
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    F = torch.nn.functional
+    s = _Session(
+        torch=torch, teacher=teacher, student=student, x_val=x_val, y_val=y_val, tx=tx, vx=vx,
+        t_logits=t_logits, t_val=t_val, classify=t_logits.ndim == 2 and t_logits.shape[1] > 1,
+        ty=None if y_tr is None else torch.from_numpy(y_tr), opt=opt,
+        sched=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)),
+        rng=rng, seed=seed, temperature=temperature, alpha=1.0 if y_tr is None else alpha,
+        batch_size=batch_size, started=t_start)
+    best_epoch, history = _fit(s, epochs, patience, _progress(progress, epochs), on_epoch)
+    return student, _report(s, best_epoch, history)
 
-    def score(model: Any) -> tuple[float, float | None]:
-        with torch.no_grad():
-            out = model(*vx)
-        if not classify:
-            return -float(F.mse_loss(out, t_val)), None
-        agree = float((out.argmax(1) == t_val.argmax(1)).float().mean())
-        acc = None if y_val is None else float((out.argmax(1).numpy() == y_val).mean())
-        return agree, acc
 
+@dataclass
+class _Session:
+    """One distillation's models, data (as tensors), optimizer and settings."""
+
+    torch: Any
+    teacher: Any
+    student: Any
+    x_val: tuple[np.ndarray, ...]
+    y_val: np.ndarray | None
+    tx: tuple[Any, ...]  # training inputs
+    vx: tuple[Any, ...]  # validation inputs
+    t_logits: Any  # the teacher's outputs on the training inputs
+    t_val: Any  # ... and on the validation inputs
+    classify: bool
+    ty: Any  # training labels, or None
+    opt: Any
+    sched: Any
+    rng: np.random.Generator  # the batch order
+    seed: int
+    temperature: float
+    alpha: float
+    batch_size: int
+    started: float
+
+
+def _fit(s: _Session, epochs: int, patience: int, bar: _Bar,
+         on_epoch: Callable[[dict[str, float]], None] | None) -> tuple[int, list[dict[str, float]]]:
+    """Train until `epochs` or `patience` epochs without improvement, leaving the student with
+    its best epoch's weights; returns (the best epoch, one row per epoch run)."""
     best_key, best_state, best_epoch, history = -np.inf, None, 0, []
-    n = tx[0].shape[0]
-    bar = _progress(progress, epochs)
     try:
         for epoch in range(1, epochs + 1):
-            student.train()
-            perm = torch.from_numpy(rng.permutation(n))
-            total = 0.0
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
-                out = student(*(a[idx] for a in tx))
-                if classify:
-                    soft = F.kl_div(F.log_softmax(out / temperature, 1),
-                                    F.softmax(t_logits[idx] / temperature, 1),
-                                    reduction="batchmean") * temperature ** 2
-                    hard = F.cross_entropy(out, ty[idx]) if ty is not None else soft * 0
-                else:
-                    soft = F.mse_loss(out, t_logits[idx])
-                    hard = soft * 0
-                loss = alpha * soft + (1 - alpha) * hard
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            sched.step()
-            student.eval()
-            agree, acc = score(student)
-            row = {"epoch": epoch, "loss": total / n, "agreement": agree,
-                   "lr": float(sched.get_last_lr()[0])}
+            loss = _train_epoch(s)
+            agree, acc = _score(s, s.student)
+            row = {"epoch": epoch, "loss": loss, "agreement": agree,
+                   "lr": float(s.sched.get_last_lr()[0])}
             if acc is not None:
                 row["accuracy"] = acc
             history.append(row)
@@ -228,28 +231,77 @@ def distill(
             key = acc if acc is not None else agree
             if key > best_key + 1e-9:
                 best_key, best_epoch = key, epoch
-                best_state = copy.deepcopy(student.state_dict())
+                best_state = copy.deepcopy(s.student.state_dict())
             elif epoch - best_epoch >= patience:
                 break
     finally:
         bar(None, None)
     if best_state is not None:
-        student.load_state_dict(best_state)
-    student.eval()
-    agree, acc = score(student)
-    with torch.no_grad():
-        t_acc = None if y_val is None or not classify else \
-            float((t_val.argmax(1).numpy() == y_val).mean())
-    report = DistillReport(
-        seed=seed, temperature=temperature, alpha=alpha, epochs_run=len(history),
-        best_epoch=best_epoch, teacher_params=_param_count(teacher),
-        student_params=_param_count(student), teacher_size_bytes=_state_bytes(torch, teacher),
-        student_size_bytes=_state_bytes(torch, student), teacher_accuracy=t_acc,
-        student_accuracy=acc, agreement=agree if classify else float("nan"),
-        teacher_latency_ms=host_latency_ms(teacher, x_val),
-        student_latency_ms=host_latency_ms(student, x_val),
-        seconds=time.perf_counter() - t_start, history=history)
-    return student, report
+        s.student.load_state_dict(best_state)
+    return best_epoch, history
+
+
+def _train_epoch(s: _Session) -> float:
+    """One pass over the training data in a fresh random order; the mean loss per sample. The
+    student is left in eval mode."""
+    s.student.train()
+    n = s.tx[0].shape[0]
+    perm = s.torch.from_numpy(s.rng.permutation(n))
+    total = 0.0
+    for i in range(0, n, s.batch_size):
+        idx = perm[i:i + s.batch_size]
+        loss = _loss(s, idx)
+        s.opt.zero_grad()
+        loss.backward()
+        s.opt.step()
+        total += loss.item() * len(idx)
+    s.sched.step()
+    s.student.eval()
+    return total / n
+
+
+def _loss(s: _Session, idx: Any) -> Any:
+    """The distillation loss on the training samples `idx` (see the module docstring)."""
+    F = s.torch.nn.functional
+    out = s.student(*(a[idx] for a in s.tx))
+    if s.classify:
+        soft = F.kl_div(F.log_softmax(out / s.temperature, 1),
+                        F.softmax(s.t_logits[idx] / s.temperature, 1),
+                        reduction="batchmean") * s.temperature ** 2
+        hard = F.cross_entropy(out, s.ty[idx]) if s.ty is not None else soft * 0
+    else:
+        soft = F.mse_loss(out, s.t_logits[idx])
+        hard = soft * 0
+    return s.alpha * soft + (1 - s.alpha) * hard
+
+
+def _score(s: _Session, model: Any) -> tuple[float, float | None]:
+    """(agreement with the teacher, accuracy) of `model` on the validation set; for a
+    regression teacher (-MSE to the teacher, None)."""
+    with s.torch.no_grad():
+        out = model(*s.vx)
+    if not s.classify:
+        return -float(s.torch.nn.functional.mse_loss(out, s.t_val)), None
+    agree = float((out.argmax(1) == s.t_val.argmax(1)).float().mean())
+    acc = None if s.y_val is None else float((out.argmax(1).numpy() == s.y_val).mean())
+    return agree, acc
+
+
+def _report(s: _Session, best_epoch: int, history: list[dict[str, float]]) -> DistillReport:
+    agree, acc = _score(s, s.student)
+    with s.torch.no_grad():
+        t_acc = None if s.y_val is None or not s.classify else \
+            float((s.t_val.argmax(1).numpy() == s.y_val).mean())
+    return DistillReport(
+        seed=s.seed, temperature=s.temperature, alpha=s.alpha, epochs_run=len(history),
+        best_epoch=best_epoch, teacher_params=_param_count(s.teacher),
+        student_params=_param_count(s.student),
+        teacher_size_bytes=_state_bytes(s.torch, s.teacher),
+        student_size_bytes=_state_bytes(s.torch, s.student), teacher_accuracy=t_acc,
+        student_accuracy=acc, agreement=agree if s.classify else float("nan"),
+        teacher_latency_ms=host_latency_ms(s.teacher, s.x_val),
+        student_latency_ms=host_latency_ms(s.student, s.x_val),
+        seconds=time.perf_counter() - s.started, history=history)
 
 
 def _run(torch: Any, model: Any, xs: tuple[Any, ...]) -> Any:
@@ -262,7 +314,7 @@ def _run(torch: Any, model: Any, xs: tuple[Any, ...]) -> Any:
             return torch.cat([model(*(a[i:i + 1] for a in xs)) for i in range(xs[0].shape[0])])
 
 
-def _progress(enabled: bool, epochs: int) -> Callable[[int | None, dict[str, float] | None], None]:
+def _progress(enabled: bool, epochs: int) -> _Bar:
     """A rich progress bar (stderr) updated once per epoch; a no-op when disabled."""
     if not enabled:
         return lambda _e, _r: None

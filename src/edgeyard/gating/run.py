@@ -234,50 +234,71 @@ def _accuracy(add: Callable[[Finding], None], profile: str, target: str, cand: R
                 t.candidate_accuracy, "%", p_value=t.p_value))
 
 
-def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec: MeasureSpec,
-             policy: GatePolicy, rng: np.random.Generator, say: Log, cand: ArtifactRef,
-             base: ArtifactRef, budgets: dict[str, Any]) -> int:
-    """Latency: each round is one fresh process running both artifacts with their calls
-    interleaved one by one (load order alternating by round), so the machine's slow spells hit
-    both alike. Memory: peak RSS needs one artifact per process, measured in the first
-    `memory_rounds` rounds."""
-    add = report.findings.append
-    runs: dict[str, list[Measurement]] = {"candidate": [], "baseline": []}
-    solo: dict[str, list[Measurement]] = {"candidate": [], "baseline": []}
-    refs = {"candidate": cand, "baseline": base}
+class _Rounds:
+    """The measuring rounds of one target: both artifacts in one fresh process per round, their
+    calls interleaved (load order alternating by round); in the first `memory_rounds` rounds
+    also each alone (peak RSS needs one artifact per process)."""
 
-    def one_round(r: int) -> tuple[str, str] | None:
-        """None, or (the side that cannot be measured, or "both"; why)."""
+    def __init__(self, runner: Runner, spec: MeasureSpec, policy: GatePolicy,
+                 cand: ArtifactRef, base: ArtifactRef) -> None:
+        self.runner, self.spec, self.policy = runner, spec, policy
+        self.refs = {"candidate": cand, "baseline": base}
+        self.runs: dict[str, list[Measurement]] = {"candidate": [], "baseline": []}
+        self.solo: dict[str, list[Measurement]] = {"candidate": [], "baseline": []}
+
+    def one(self, r: int) -> tuple[str, str] | None:
+        """Round `r`: None, or (the side that cannot be measured, or "both"; why)."""
         order = ("baseline", "candidate") if r % 2 == 0 else ("candidate", "baseline")
         try:
-            ms = runner.measure([refs[side] for side in order], spec)
+            ms = self.runner.measure([self.refs[side] for side in order], self.spec)
             for side, m in zip(order, ms, strict=True):
-                runs[side].append(m)
-            if r < policy.memory_rounds:
+                self.runs[side].append(m)
+            if r < self.policy.memory_rounds:
                 for side in order:
-                    solo[side].append(runner.measure([refs[side]], spec)[0])
+                    self.solo[side].append(self.runner.measure([self.refs[side]], self.spec)[0])
         except MeasureError as exc:
             for side in ("candidate", "baseline"):  # which one does not run?
                 try:
-                    runner.measure([refs[side]], spec)
+                    self.runner.measure([self.refs[side]], self.spec)
                 except MeasureError as alone:
-                    return side, (f"{side} artifact {refs[side].artifact_id} could not be "
-                                  f"measured: {alone}")
+                    return side, (f"{side} artifact {self.refs[side].artifact_id} could not "
+                                  f"be measured: {alone}")
             return "both", f"the artifacts could not be measured together: {exc}"
         return None
 
+    def samples(self) -> dict[str, Any]:
+        """Every raw measurement, for the report's samples file."""
+        return {
+            "latency": {side: [{"samples_ns": m.samples_ns, "load_seconds": m.load_seconds,
+                                "warmup_runs": m.warmup_runs} for m in ms]
+                        for side, ms in self.runs.items()},
+            "solo": {side: [{"samples_ns": m.samples_ns, "peak_rss_bytes": m.peak_rss_bytes,
+                             "load_seconds": m.load_seconds} for m in ms]
+                     for side, ms in self.solo.items()},
+        }
+
+
+def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec: MeasureSpec,
+             policy: GatePolicy, rng: np.random.Generator, say: Log, cand: ArtifactRef,
+             base: ArtifactRef, budgets: dict[str, Any]) -> int:
+    """Rounds until the latency figures are decided (sequential: `min_rounds`, then
+    `step_rounds` more while any is ambiguous, up to `max_rounds`), then the findings; returns
+    the number of rounds. Each round runs both artifacts in one fresh process, calls
+    interleaved, so the machine's slow spells hit both alike (see `_Rounds`)."""
+    add = report.findings.append
+    rounds = _Rounds(runner, spec, policy, cand, base)
     n, decided = 0, {}
     while True:
         goal = policy.min_rounds if n == 0 else min(policy.max_rounds, n + policy.step_rounds)
         while n < goal:
-            broken = one_round(n)
+            broken = rounds.one(n)
             if broken:
                 side, why = broken
                 verdict = "fail" if side == "candidate" else "inconclusive"
                 add(Finding(profile, "measurement", verdict, why, target))
                 return n
             n += 1
-        decided = _latency(runs, policy, rng)
+        decided = _latency(rounds.runs, policy, rng)
         pending = [k for k, (v, _) in decided.items() if v == "ambiguous"]
         say(f"{profile} {target}: {n} rounds, " + ", ".join(
             f"{k} {t.ratio:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}] {v}"
@@ -286,7 +307,18 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
         found = any(v == "fail" for v, _ in decided.values())
         if not pending or found or n >= policy.max_rounds:
             break
+    report.findings += _latency_findings(profile, target, decided, n, policy, rounds.solo)
+    mem = {side: [m.peak_rss_bytes / 1e6 for m in ms] for side, ms in rounds.solo.items()}
+    add(_memory(profile, target, mem, policy))
+    report.findings += _budget_findings(profile, target, rounds.solo, mem, budgets)
+    report.samples.setdefault(profile, {})[target] = rounds.samples()
+    return n
+
+
+def _latency_findings(profile: str, target: str, decided: dict[str, Any], n: int,
+                      policy: GatePolicy, solo: dict[str, list[Measurement]]) -> list[Finding]:
     floors = {"latency_p50": policy.latency_floor, "latency_p90": policy.latency_p90_floor}
+    out = []
     for figure, (verdict, t) in decided.items():
         if verdict == "ambiguous" and any(v == "fail" for v, _ in decided.values()):
             verdict = "inconclusive"
@@ -306,31 +338,29 @@ def _measure(report: GateReport, profile: str, target: str, runner: Runner, spec
             msg = f"CI upper bound {t.ci_high:.3f} within the {100 * floors[figure]:g}% floor"
         # values shown: each artifact alone in its process (interleaved calls share caches,
         # which slows both alike: right for the ratio, pessimistic for absolute figures)
-        add(Finding(profile, figure, verdict, msg, target,
-                    float(np.median(_series(solo["baseline"], figure))),
-                    float(np.median(_series(solo["candidate"], figure))), "ms", t.ratio,
-                    (t.ci_low, t.ci_high), t.p_value))
-    mem = {side: [m.peak_rss_bytes / 1e6 for m in ms] for side, ms in solo.items()}
-    add(_memory(profile, target, mem, policy))
+        out.append(Finding(profile, figure, verdict, msg, target,
+                           float(np.median(_series(solo["baseline"], figure))),
+                           float(np.median(_series(solo["candidate"], figure))), "ms", t.ratio,
+                           (t.ci_low, t.ci_high), t.p_value))
+    return out
+
+
+def _budget_findings(profile: str, target: str, solo: dict[str, list[Measurement]],
+                     mem: dict[str, list[float]], budgets: dict[str, Any]) -> list[Finding]:
+    """The profile's absolute budgets on the candidate alone (p90 latency, peak memory)."""
+    out = []
     p90 = float(np.median(_series(solo["candidate"], "latency_p90")))
     if budgets.get("max_latency_p90_ms") is not None:
         limit = budgets["max_latency_p90_ms"]
-        add(Finding(profile, "budget_latency_p90", "fail" if p90 > limit else "pass",
-                    f"p90 {p90:.4f} ms vs budget {limit:g} ms", target, None, p90, "ms"))
+        out.append(Finding(profile, "budget_latency_p90", "fail" if p90 > limit else "pass",
+                           f"p90 {p90:.4f} ms vs budget {limit:g} ms", target, None, p90, "ms"))
     peak = float(np.median(mem["candidate"]))
     if budgets.get("max_peak_memory_mb") is not None:
         limit = budgets["max_peak_memory_mb"]
-        add(Finding(profile, "budget_peak_memory", "fail" if peak > limit else "pass",
-                    f"peak RSS {peak:.1f} MB vs budget {limit:g} MB", target, None, peak, "MB"))
-    report.samples.setdefault(profile, {})[target] = {
-        "latency": {side: [{"samples_ns": m.samples_ns, "load_seconds": m.load_seconds,
-                            "warmup_runs": m.warmup_runs} for m in ms]
-                    for side, ms in runs.items()},
-        "solo": {side: [{"samples_ns": m.samples_ns, "peak_rss_bytes": m.peak_rss_bytes,
-                         "load_seconds": m.load_seconds} for m in ms]
-                 for side, ms in solo.items()},
-    }
-    return n
+        out.append(Finding(profile, "budget_peak_memory", "fail" if peak > limit else "pass",
+                           f"peak RSS {peak:.1f} MB vs budget {limit:g} MB", target, None, peak,
+                           "MB"))
+    return out
 
 
 def _memory(profile: str, target: str, mem: dict[str, list[float]],

@@ -77,7 +77,8 @@ def _environment() -> Any:
     env.filters["num"] = _num
     env.globals["colors"] = {"ref": charts.REF, "cur": charts.CUR}
     # a NaN would make the charts' JSON unreadable to the browser: refuse it here
-    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "allow_nan": False}
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "allow_nan": False,
+                                         "separators": (",", ":")}
     return env
 
 
@@ -109,14 +110,22 @@ def _drift_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fields(d: dict[str, Any] | None, *names: str) -> dict[str, Any] | None:
+    """`d`'s `names` (None where absent: the page shows "–"), or None for no `d`."""
+    return {n: d.get(n) for n in names} if d else None
+
+
 def _overall(ov: dict[str, Any]) -> dict[str, Any]:
     """The whole fleet's drift table, the class-count test, accuracy estimate and findings."""
-    c = ov.get("classes")
-    classes = {**c, "cls": "drift" if c.get("verdict") == "drift" else "ok",
-               "verdict": _verdict_text(c.get("verdict"))} if c else None
-    return {"rows": _drift_rows(ov), "classes": classes,
-            "expected_accuracy": ov.get("expected_accuracy") or None,
-            "findings": ov.get("findings") or []}
+    classes = _fields(ov.get("classes"), "n", "statistic", "p_value", "verdict")
+    if classes:
+        classes["cls"] = "drift" if classes["verdict"] == "drift" else "ok"
+        classes["verdict"] = _verdict_text(classes["verdict"])
+    accuracy = _fields(ov.get("expected_accuracy"), "current", "reference", "difference",
+                       "ci_low", "ci_high", "reference_accuracy", "note")
+    findings = [_fields(f, "kind", "signal", "message") for f in ov.get("findings") or []]
+    return {"rows": _drift_rows(ov), "classes": classes, "expected_accuracy": accuracy,
+            "findings": findings}
 
 
 def _histograms(rec: Any, wins: dict[str, Any], figs: Figures) -> list[dict[str, Any]]:
