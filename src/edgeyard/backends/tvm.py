@@ -129,13 +129,7 @@ class TvmBackend(Backend):
         t0 = time.perf_counter()
         mod = _import(tvm, src, request.workdir)
         import_s = time.perf_counter() - t0
-        with target:
-            mod = tvm.transform.Sequential([
-                relax.transform.DecomposeOpsForInference(),
-                relax.transform.CanonicalizeBindings(),
-                *relax.pipeline.library_dispatch_passes(target),
-                relax.pipeline.zero_pipeline(),  # legalize, fold constants, fuse operators
-            ])(mod)
+        mod = _lower(tvm, mod, target)
         from tvm.s_tir import meta_schedule as ms
 
         tasks = ms.relax_integration.extract_tasks(mod, target)
@@ -156,15 +150,7 @@ class TvmBackend(Backend):
             tuning = {"reused": False, "trials": 0, "seconds": 0}
         details["tuning"] = tuning
 
-        applied = tuning.get("db") is not None and all(
-            (Path(tuning["db"]) / f).is_file() for f in DB_FILES)
-        tuned = 0
-        if applied:
-            database = ms.database.JSONDatabase(work_dir=tuning["db"], allow_missing=False)
-            tuned = sum(database.query_tuning_record(t.dispatched[0], target, "main") is not None
-                        for t in tasks)
-            with target, database:
-                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        mod, applied, tuned = _apply_records(tvm, mod, target, tasks, tuning.get("db"))
         details.update(records_applied=applied, tuned_tasks=tuned)
 
         io = {"edgeyard_io": 1,
@@ -448,3 +434,34 @@ def _in_process_builder() -> Any:
             return results
 
     return InProcessBuilder()
+
+
+def _lower(tvm: Any, mod: Any, target: Any) -> Any:
+    """The Relax module ready to tune and compile: inference decompositions, library dispatch,
+    then the zero pipeline (legalize, fold constants, fuse operators)."""
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            *relax.pipeline.library_dispatch_passes(target),
+            relax.pipeline.zero_pipeline(),
+        ])(mod)
+
+
+def _apply_records(tvm: Any, mod: Any, target: Any, tasks: list[Any], db: str | None
+                   ) -> tuple[Any, bool, int]:
+    """`mod` with the tuning database's schedules applied: (module, whether a database was
+    applied, how many tasks it had a record for)."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    if db is None or not all((Path(db) / f).is_file() for f in DB_FILES):
+        return mod, False, 0
+    database = ms.database.JSONDatabase(work_dir=db, allow_missing=False)
+    tuned = sum(database.query_tuning_record(t.dispatched[0], target, "main") is not None
+                for t in tasks)
+    with target, database:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    return mod, True, tuned

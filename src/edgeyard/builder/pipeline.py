@@ -28,7 +28,7 @@ import numpy as np
 from .. import __version__
 from .._deps import toolchain_lock
 from .._signals import terminate_raises
-from ..backends.base import Backend
+from ..backends.base import Backend, Recipe
 from ..backends.registry import backend_ref, get_backend
 from ..data import (
     Arrays,
@@ -42,7 +42,7 @@ from ..data import (
     take,
 )
 from ..errors import DataError, EdgeyardError
-from ..model import PreparedModel, prepare
+from ..model import PreparedModel, SourceModel, prepare
 from ..profiles import Budgets, Profile, Target, load_profile
 from ..release import (
     GOLDEN,
@@ -56,7 +56,7 @@ from ..release import (
 from ..telemetry.projections import default_projections
 from ..telemetry.window import dumps_reference, reference_window
 from .coverage import coverage
-from .isolate import run_child
+from .isolate import ChildOutcome, run_child
 from .ladder import QUANTIZED, figures, plan, strictest
 from .recipes import GraphKind, candidates, classify, graph_kind, order_by_rule
 from .verify import (
@@ -230,20 +230,20 @@ class _Inputs:
     staging: Path
 
 
-def _build_release(job: _Inputs, settings: _Settings, t_start: float) -> Release:
-    say, staging, out, key = settings.say, job.staging, job.out, job.key
+def _build_release(inputs: _Inputs, settings: _Settings, t_start: float) -> Release:
+    say, staging, out, key = settings.say, inputs.staging, inputs.out, inputs.key
     try:
         def build_into(m: Any, example: Any) -> Release:
             shutil.rmtree(staging, ignore_errors=True)
             (staging / "artifacts").mkdir(parents=True)
             (staging / "logs").mkdir()
-            return _build(m, example, job.profiles, job.calibration, job.evaluation, job.labels,
-                          staging, settings)
+            return _build(inputs, settings, m, example)
 
-        release = build_into(job.model, job.example_inputs)
-        if job.student is not None:
-            release = _maybe_student(release, job.model, job.student, job.train,
-                                     job.distill_options, job.profiles, staging, build_into, say)
+        release = build_into(inputs.model, inputs.example_inputs)
+        if inputs.student is not None:
+            release = _maybe_student(release, inputs.model, inputs.student, inputs.train,
+                                     inputs.distill_options, inputs.profiles, staging, build_into,
+                                     say)
         if key is not None:
             from ..signing import key_id, sign_manifest
 
@@ -317,20 +317,51 @@ class _Settings:
 
 @dataclass
 class _Context:
-    """One build's model, data and reference outputs, shared by every target's job."""
+    """One build's model, data and reference outputs, shared by every target's job, and then
+    the jobs themselves (by target key) and the calibration coverage, for the manifest."""
 
     settings: _Settings
     prepared: PreparedModel
     staging: Path
-    work: Path
+    profiles: list[Profile]
     eval_inputs: Arrays
     labels: np.ndarray | None
+    calibration: Arrays | None
     reference: list[np.ndarray]
     source_accuracy: float | None
     source_task_value: float | None
-    have_calibration: bool
     classifier: bool
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    coverage: dict[str, Any] | None = None  # computed when a target to build quantizes
     _graph: GraphKind | None = None
+
+    @property
+    def work(self) -> Path:
+        """Scratch space, removed before publishing: the prepared source, the data files the
+        converter children read, one folder per job."""
+        return self.staging / ".work"
+
+    @property
+    def have_calibration(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def golden_count(self) -> int:
+        """How many evaluation samples the golden I/O (and each self-test tolerance) covers."""
+        return min(self.settings.golden_count, count(self.eval_inputs))
+
+    @property
+    def child_threads(self) -> int:
+        """Threads of each converter child: the host's cores shared by the parallel jobs."""
+        return max(1, (os.cpu_count() or 1) // self.settings.jobs)
+
+    def artifact_rel(self, job: _Job) -> Path:
+        """Where `job`'s artifact lies, relative to the release directory."""
+        assert job.backend is not None
+        return Path("artifacts") / f"{self.settings.name}-{job.key}{job.backend.artifact_suffix}"
+
+    def job_dir(self, job: _Job) -> Path:
+        return self.work / "jobs" / job.key
 
     def graph(self) -> GraphKind:
         """The source graph's kind (for the recipe rule), computed once."""
@@ -343,9 +374,33 @@ class _Context:
         return self._graph
 
 
-def _build(model: Any, example_inputs: Any, profiles: list[Profile], calibration: Any,
-           evaluation: Any, labels: Any, staging: Path, settings: _Settings) -> Release:
-    say, work = settings.say, staging / ".work"
+def _build(inputs: _Inputs, settings: _Settings, model: Any, example_inputs: Any) -> Release:
+    """Build and verify every target of the profiles from `model` in the staging directory,
+    then write the manifest there."""
+    ctx = _load(inputs, settings, model, example_inputs)
+    _save_work_files(ctx)
+    ctx.jobs = _plan(ctx.profiles, ctx.prepared.source.format, ctx.have_calibration)
+    ctx.coverage = _calibration_coverage(ctx)
+    _run_targets(ctx)
+    manifest = _manifest(ctx)
+    write_json_atomic(ctx.staging / MANIFEST, manifest)
+    return Release(ctx.staging, manifest)
+
+
+def _load(inputs: _Inputs, settings: _Settings, model: Any, example_inputs: Any) -> _Context:
+    """The source model prepared, the data checked against its inputs, and its reference
+    outputs on the evaluation data."""
+    prepared = _prepare_source(model, example_inputs, inputs.staging / ".work", settings.say)
+    eval_inputs, labels, calibration = _read_data(inputs, prepared.source)
+    reference, source_acc, source_task = _run_source(prepared, eval_inputs, labels, settings)
+    return _Context(settings=settings, prepared=prepared, staging=inputs.staging,
+                    profiles=inputs.profiles, eval_inputs=eval_inputs, labels=labels,
+                    calibration=calibration, reference=reference, source_accuracy=source_acc,
+                    source_task_value=source_task,
+                    classifier=is_classifier(reference[0], labels, settings.classifier))
+
+
+def _prepare_source(model: Any, example_inputs: Any, work: Path, say: Log) -> PreparedModel:
     t = time.perf_counter()
     prepared = prepare(model, example_inputs, work / "source")
     src = prepared.source
@@ -354,81 +409,104 @@ def _build(model: Any, example_inputs: Any, profiles: list[Profile], calibration
         f"({time.perf_counter() - t:.1f} s)")
     for change in prepared.changes:
         say(f"source model: {change}")
+    return prepared
 
-    eval_x, labels = _split_evaluation(evaluation, labels, len(src.inputs))
+
+def _read_data(inputs: _Inputs, src: SourceModel
+               ) -> tuple[Arrays, np.ndarray | None, Arrays | None]:
+    """(evaluation inputs, labels, calibration inputs), checked against the model's inputs."""
+    eval_x, labels = _split_evaluation(inputs.evaluation, inputs.labels, len(src.inputs))
     eval_inputs = check_arrays(as_arrays(eval_x, src.inputs), src.inputs, "evaluation")
     n_eval = count(eval_inputs)
     if labels is not None and labels.shape[0] != n_eval:
         raise DataError(f"evaluation: {n_eval} inputs but {labels.shape[0]} labels")
-    cal_inputs = collect(calibration, src.inputs, "calibration") if calibration is not None else None
+    calibration = (collect(inputs.calibration, src.inputs, "calibration")
+                   if inputs.calibration is not None else None)
+    return eval_inputs, labels, calibration
 
+
+def _run_source(prepared: PreparedModel, eval_inputs: Arrays, labels: np.ndarray | None,
+                settings: _Settings) -> tuple[list[np.ndarray], float | None, float | None]:
+    """The source model's outputs on the evaluation inputs (what every artifact is compared
+    with), its accuracy (a classifier with labels) and its task metric's value."""
     t = time.perf_counter()
     reference = prepared.predict(eval_inputs)
     source_acc = (accuracy(reference[0], labels)
                   if is_classifier(reference[0], labels, settings.classifier) else None)
     task = settings.task_metric
     source_task = task.evaluate(list(reference), list(reference), labels) if task else None
-    say(f"source model on {n_eval} held-out samples"
-        + (f": accuracy {100 * source_acc:.2f}%" if source_acc is not None else "")
-        + (f", {task.label} {source_task:.4f}" if task and source_task is not None else "")
-        + f" ({time.perf_counter() - t:.1f} s)")
+    settings.say(f"source model on {count(eval_inputs)} held-out samples"
+                 + (f": accuracy {100 * source_acc:.2f}%" if source_acc is not None else "")
+                 + (f", {task.label} {source_task:.4f}" if task and source_task is not None
+                    else "")
+                 + f" ({time.perf_counter() - t:.1f} s)")
+    return reference, source_acc, source_task
 
-    save_arrays(work / "evaluation.npz", eval_inputs)
-    if cal_inputs is not None:
-        save_arrays(work / "calibration.npz", cal_inputs)
 
-    g = min(settings.golden_count, n_eval)
-    save_arrays(work / "timing.npz", take(eval_inputs, slice(0, max(g, 1))), prefix="input_")
-    ctx = _Context(settings, prepared, staging, work, eval_inputs, labels, reference, source_acc,
-                   source_task, cal_inputs is not None,
-                   is_classifier(reference[0], labels, settings.classifier))
-    jobs_by_key = _plan(profiles, src.format, cal_inputs is not None)
-    cover = None
-    if cal_inputs is not None and any(j.target.precision in QUANTIZED and j.status == "pending"
-                                      for j in jobs_by_key.values()):
-        t = time.perf_counter()
-        cover = coverage(prepared, cal_inputs, eval_inputs, reference)
-        say(f"calibration coverage: {cover['tensors_checked']} tensors checked, "
-            f"{cover['uncovered_count']} not covered ({time.perf_counter() - t:.1f} s)")
-        for w in cover["warnings"]:
-            say(f"warning: calibration coverage: {w}")
-    todo = [j for j in jobs_by_key.values() if j.status == "pending"]
-    for j in jobs_by_key.values():
+def _save_work_files(ctx: _Context) -> None:
+    """The data the converter children read: evaluation, calibration, and the golden inputs
+    that recipe candidates are timed on."""
+    save_arrays(ctx.work / "evaluation.npz", ctx.eval_inputs)
+    if ctx.calibration is not None:
+        save_arrays(ctx.work / "calibration.npz", ctx.calibration)
+    save_arrays(ctx.work / "timing.npz", take(ctx.eval_inputs, slice(0, max(ctx.golden_count, 1))),
+                prefix="input_")
+
+
+def _calibration_coverage(ctx: _Context) -> dict[str, Any] | None:
+    """How much of the evaluation data's ranges the calibration data covers, logged with its
+    warnings; None when no target left to build quantizes."""
+    if ctx.calibration is None or not any(
+            j.target.precision in QUANTIZED and j.status == "pending" for j in ctx.jobs.values()):
+        return None
+    say = ctx.settings.say
+    t = time.perf_counter()
+    cover = coverage(ctx.prepared, ctx.calibration, ctx.eval_inputs, ctx.reference)
+    say(f"calibration coverage: {cover['tensors_checked']} tensors checked, "
+        f"{cover['uncovered_count']} not covered ({time.perf_counter() - t:.1f} s)")
+    for w in cover["warnings"]:
+        say(f"warning: calibration coverage: {w}")
+    return cover
+
+
+def _run_targets(ctx: _Context) -> None:
+    """Build every pending job, `settings.jobs` at a time, after logging the others."""
+    say = ctx.settings.say
+    todo = [j for j in ctx.jobs.values() if j.status == "pending"]
+    for j in ctx.jobs.values():
         if j.status != "pending":
             say(f"{j.target.describe()}: {j.status.upper()}: {j.reason}")
-
-    def run_one(job: _Job) -> None:
-        def run(j: _Job, analyze: bool = False) -> list[dict[str, Any]] | None:
-            return _run_job(j, ctx, analyze)
-
-        if job.backend is not None and job.backend.recipes(job.target.precision):
-            choose_recipe(job, ctx, run)
-        else:
-            run(job)
-        # a pinned recipe is what the user asked for: over budget it FAILS with its figures
-        if (job.status == "ok" and job.target.precision in QUANTIZED
-                and "recipe" not in job.target.options):
-            _climb(job, ctx, run)
-        rec = job.record
-        took = (rec.get("build_seconds") or 0) + (rec.get("verify_seconds") or 0)
-        msg = f"{job.target.describe()}: {job.status.upper()}"
-        if job.status == "failed":
-            msg += f": {job.reason}"
-        elif rec.get("size_bytes") is not None:
-            msg += f" ({rec['size_bytes']} bytes, {took:.1f} s)"
-        say(msg)
-
-    say(f"building {len(todo)} target(s) for {', '.join(p.name for p in profiles)}")
-    if settings.jobs == 1:
+    say(f"building {len(todo)} target(s) for {', '.join(p.name for p in ctx.profiles)}")
+    if ctx.settings.jobs == 1:
         for job in todo:
-            run_one(job)
+            _run_target(job, ctx)
     else:
-        with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
-            list(pool.map(run_one, todo))
+        with ThreadPoolExecutor(max_workers=ctx.settings.jobs) as pool:
+            list(pool.map(lambda job: _run_target(job, ctx), todo))
 
-    manifest = _manifest(ctx, profiles, jobs_by_key, cal_inputs, cover)
-    write_json_atomic(staging / MANIFEST, manifest)
-    return Release(staging, manifest)
+
+def _run_target(job: _Job, ctx: _Context) -> None:
+    """One target: its recipe search or its one conversion, then the recovery ladder when a
+    quantized artifact is over budget; the outcome is logged."""
+    def run(j: _Job, analyze: bool = False) -> list[dict[str, Any]] | None:
+        return _run_job(j, ctx, analyze)
+
+    if job.backend is not None and job.backend.recipes(job.target.precision):
+        choose_recipe(job, ctx, run)
+    else:
+        run(job)
+    # a pinned recipe is what the user asked for: over budget it FAILS with its figures
+    if (job.status == "ok" and job.target.precision in QUANTIZED
+            and "recipe" not in job.target.options):
+        _climb(job, ctx, run)
+    rec = job.record
+    took = (rec.get("build_seconds") or 0) + (rec.get("verify_seconds") or 0)
+    msg = f"{job.target.describe()}: {job.status.upper()}"
+    if job.status == "failed":
+        msg += f": {job.reason}"
+    elif rec.get("size_bytes") is not None:
+        msg += f" ({rec['size_bytes']} bytes, {took:.1f} s)"
+    ctx.settings.say(msg)
 
 
 def _plan(profiles: list[Profile], source_format: str, have_calibration: bool) -> dict[str, _Job]:
@@ -459,33 +537,46 @@ def _run_job(job: _Job, ctx: _Context, analyze: bool = False) -> list[dict[str, 
     """Convert and verify one target in a child process, filling `job`'s status and record.
     With `analyze`, only convert and run the backend's sensitivity analysis, and return it."""
     assert job.backend is not None
-    backend, target, staging, work = job.backend, job.target, ctx.staging, ctx.work
-    jobs, timeout_s = ctx.settings.jobs, ctx.settings.timeout_s
-    rel = Path("artifacts") / f"{ctx.settings.name}-{job.key}{backend.artifact_suffix}"
-    job_dir = work / "jobs" / job.key
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    spec = {
-        "backend": backend_ref(backend),
+    timeout_s = ctx.settings.timeout_s
+    outcome = run_child(_child_spec(job, ctx, analyze), ctx.job_dir(job), timeout_s=timeout_s,
+                        threads=ctx.child_threads)
+    if analyze:
+        _remove(ctx.staging / ctx.artifact_rel(job))
+        if outcome.failure(timeout_s) is not None:
+            return None
+        return list((outcome.result or {}).get("sensitivity") or [])
+    if _record_conversion(job, ctx, outcome):
+        _judge_outputs(job, ctx)
+    return None
+
+
+def _child_spec(job: _Job, ctx: _Context, analyze: bool) -> dict[str, Any]:
+    """What the converter child (`worker`) is asked to do for `job`."""
+    assert job.backend is not None
+    work, job_dir = ctx.work, ctx.job_dir(job)
+    return {
+        "backend": backend_ref(job.backend),
         "source": ctx.prepared.source.to_dict(),
-        "precision": target.precision,
-        "options": dict(target.options),
-        "artifact_path": str(staging / rel),
+        "precision": job.target.precision,
+        "options": dict(job.target.options),
+        "artifact_path": str(ctx.staging / ctx.artifact_rel(job)),
         "workdir": str(job_dir / "scratch"),
         "calibration": str(work / "calibration.npz") if (work / "calibration.npz").exists()
         else None,
         "evaluation": str(work / "evaluation.npz"),
         "outputs_path": str(job_dir / "outputs.npz"),
-        "threads": threads,
+        "threads": ctx.child_threads,
         "analyze": analyze,
     }
-    outcome = run_child(spec, job_dir, timeout_s=timeout_s, threads=threads)
-    if analyze:
-        _remove(staging / rel)
-        if outcome.failure(timeout_s) is not None:
-            return None
-        return list((outcome.result or {}).get("sensitivity") or [])
+
+
+def _record_conversion(job: _Job, ctx: _Context, outcome: ChildOutcome) -> bool:
+    """`job`'s record from the child's outcome (log, timings, artifact file); True when the
+    child verified the artifact, so its outputs are there to judge, else `job` is FAILED or
+    UNVERIFIED with the reason."""
+    rel = ctx.artifact_rel(job)
     log_rel = Path("logs") / f"{job.key}.log"
-    shutil.copyfile(outcome.log_path, staging / log_rel)
+    shutil.copyfile(outcome.log_path, ctx.staging / log_rel)
     res = outcome.result or {}
     rec: dict[str, Any] = {
         "log": log_rel.as_posix(),
@@ -495,79 +586,123 @@ def _run_job(job: _Job, ctx: _Context, analyze: bool = False) -> list[dict[str, 
         "inspect": res.get("inspect", {}),
     }
     job.record = rec
-    failure = outcome.failure(timeout_s)
-    artifact = staging / rel
+    failure = outcome.failure(ctx.settings.timeout_s)
+    artifact = ctx.staging / rel
     if failure is None and not artifact.exists():
         failure = f"the converter reported success but wrote no {rel.name}"
     if failure is not None:
         job.status, job.reason = "failed", failure
         rec["log_tail"] = outcome.log_tail()
         _remove(artifact)
-        return None
+        return False
     rec.update(path=rel.as_posix(), sha256=sha256_file(artifact), size_bytes=res["size_bytes"])
     if not res.get("verified"):
         job.status, job.reason = "unverified", res.get("unverified_reason")
         rec["unverified_reason"] = job.reason
-        return None
-    produced = list(load_arrays(job_dir / "outputs.npz"))
+        return False
+    return True
+
+
+def _judge_outputs(job: _Job, ctx: _Context) -> None:
+    """Compare the artifact's outputs with the source's: OK with its parity and self-test
+    tolerance, or FAILED for a problem no budget excuses (wrong shapes, NaN or Inf)."""
+    produced = list(load_arrays(ctx.job_dir(job) / "outputs.npz"))
     parity = compare(ctx.reference, produced, ctx.labels,
                      [o.name for o in ctx.prepared.source.outputs], ctx.settings.task_metric,
                      ctx.source_task_value, ctx.classifier)
-    rec["parity"] = parity.to_dict()
+    job.record["parity"] = parity.to_dict()
     if ctx.classifier and is_classification(produced[0]):
         job.predictions = produced[0].argmax(axis=1).astype(np.int32)
     problems = intrinsic_problems(parity)
     if problems:
         job.status, job.reason = "failed", "; ".join(problems)
-        return None
-    g = min(ctx.settings.golden_count, count(ctx.eval_inputs))
-    rec["selftest"] = {"atol": selftest_tolerance([r[:g] for r in ctx.reference],
-                                                  [p[:g] for p in produced])}
+        return
+    g = ctx.golden_count
+    job.record["selftest"] = {"atol": selftest_tolerance([r[:g] for r in ctx.reference],
+                                                         [p[:g] for p in produced])}
     job.status = "ok"
-    return None
+
+
+_Attempt = tuple[Recipe, _Job, list[str]]  # a candidate recipe, its build, its problems
 
 
 def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
     """Build the target's candidate recipes and keep the one that ships (see `recipes`)."""
     assert job.backend is not None
-    backend, target, say = job.backend, job.target, ctx.settings.say
+    target = job.target
     pinned = target.options.get("recipe")
     among = target.options.get("recipes")
-    cands, left_out = candidates(backend.recipes(target.precision), pinned, ctx.have_calibration,
-                                 list(among) if among is not None else None)
+    cands, left_out = candidates(job.backend.recipes(target.precision), pinned,
+                                 ctx.have_calibration, list(among) if among is not None else None)
     rows: list[dict[str, Any]] = [{"recipe": r.name, "kind": r.kind, "status": "skipped",
                                    "problems": [why]} for r, why in left_out]
-    if pinned is not None or len(cands) <= 1:
-        if not cands:
-            job.status, job.reason = "failed", "; ".join(f"{r.name}: {w}" for r, w in left_out)
-            return
-        job.target = Target(target.backend, target.precision,
-                            {**{k: v for k, v in target.options.items() if k != "recipes"},
-                             "recipe": cands[0].name})
-        run(job)
-        job.target = target
-        job.record["recipe"] = {"name": cands[0].name, "chosen_by": "pinned by the target"
-                                if pinned is not None else "the only candidate"}
-        if rows:
-            job.record["recipes"] = rows
+    if not cands:
+        job.status, job.reason = "failed", "; ".join(f"{r.name}: {w}" for r, w in left_out)
         return
-    budget = strictest(job.budgets)
+    if pinned is not None or len(cands) == 1:
+        _run_recipe(job, run, cands[0].name, "pinned by the target" if pinned is not None
+                    else "the only candidate", rows)
+        return
+    attempts = _try_recipes(job, ctx, run, cands)
+    kind = ctx.graph()
+    meeting = [a for _, a, problems in attempts if a.status == "ok" and not problems]
+    latency: dict[str, float] = {}
+    if len(meeting) > 1 and job.local_threads is not None:
+        latency = _time_candidates(ctx, job.backend, meeting, job.local_threads)
+    winner, why = _pick_recipe(attempts, latency, kind)
+    for r, a, problems in attempts:
+        par = (a.record.get("parity") or {})
+        rows.append({"recipe": r.name, "kind": r.kind, "status": a.status, "problems": problems,
+                     "meets_budget": a.status == "ok" and not problems,
+                     "latency_ms_p50": latency.get(a.key), **figures(a.record),
+                     "accuracy": par.get("accuracy")})
+    _keep_recipe(job, ctx, attempts, winner)
+    for row in rows:
+        row["shipped"] = row["recipe"] == winner.name and job.status in ("ok", "unverified")
+    job.record["recipes"] = rows
+    job.record["recipe"] = {"name": winner.name, "chosen_by": why, "graph": kind.to_dict()}
+    ctx.settings.say(f"{target.describe()}: recipe {winner.name}: {why}")
+
+
+def _run_recipe(job: _Job, run: Callable[..., Any], recipe: str, chosen_by: str,
+                rows: list[dict[str, Any]]) -> None:
+    """Build `job` with `recipe` pinned: there is no other candidate to compare it with."""
+    target = job.target
+    job.target = Target(target.backend, target.precision,
+                        {**{k: v for k, v in target.options.items() if k != "recipes"},
+                         "recipe": recipe})
+    run(job)
+    job.target = target
+    job.record["recipe"] = {"name": recipe, "chosen_by": chosen_by}
+    if rows:
+        job.record["recipes"] = rows
+
+
+def _try_recipes(job: _Job, ctx: _Context, run: Callable[..., Any], cands: list[Recipe]
+                 ) -> list[_Attempt]:
+    """Build `job`'s target once per candidate recipe, each judged by the strictest budgets of
+    the profiles listing the target."""
+    target, budget = job.target, strictest(job.budgets)
     attempts = []
     for r in cands:
         opts = {k: v for k, v in target.options.items() if k != "recipes"}
         a = _Job(f"{job.key}~{r.name}", Target(target.backend, target.precision,
-                                                {**opts, "recipe": r.name}), backend)
+                                                {**opts, "recipe": r.name}), job.backend)
         run(a)
         problems = ([a.reason or a.status] if a.status != "ok" else
                     budget_problems(_parity(a.record), None, ctx.source_accuracy, budget))
         attempts.append((r, a, problems))
-        say(f"{target.describe()}: recipe {r.name}: {a.status.upper()}"
-            + (f" ({'; '.join(problems)})" if problems else ", within the budgets"))
+        ctx.settings.say(f"{target.describe()}: recipe {r.name}: {a.status.upper()}"
+                         + (f" ({'; '.join(problems)})" if problems else ", within the budgets"))
+    return attempts
+
+
+def _pick_recipe(attempts: list[_Attempt], latency: dict[str, float], kind: GraphKind
+                 ) -> tuple[Recipe, str]:
+    """(the recipe that ships, why): the fastest within the budgets on this host when timed,
+    else the first within them by the graph rule; when none meets them, the static one (or the
+    closest to the source) for the recovery ladder to start from."""
     meeting = [(r, a) for r, a, p in attempts if a.status == "ok" and not p]
-    latency: dict[str, float] = {}
-    kind = ctx.graph()
-    if len(meeting) > 1 and job.local_threads is not None:
-        latency = _time_candidates(ctx, backend, [a for _, a in meeting], job.local_threads)
     if meeting and latency:
         winner = min(meeting, key=lambda ra: latency.get(ra[1].key, float("inf")))[0]
         why = ("the fastest within the budgets on this host ("
@@ -589,12 +724,11 @@ def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
         else:
             winner = order_by_rule([r for r, _, _ in attempts], kind)[0]
             why = "every candidate failed"
-    for r, a, problems in attempts:
-        par = (a.record.get("parity") or {})
-        rows.append({"recipe": r.name, "kind": r.kind, "status": a.status, "problems": problems,
-                     "meets_budget": a.status == "ok" and not problems,
-                     "latency_ms_p50": latency.get(a.key), **figures(a.record),
-                     "accuracy": par.get("accuracy")})
+    return winner, why
+
+
+def _keep_recipe(job: _Job, ctx: _Context, attempts: list[_Attempt], winner: Recipe) -> None:
+    """`winner`'s build becomes `job`'s outcome; the other candidates' artifacts are removed."""
     chosen = next(a for r, a, _ in attempts if r.name == winner.name)
     _take(job, chosen, ctx)
     for _, a, _ in attempts:
@@ -603,11 +737,6 @@ def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
     if job.status == "failed" and len(attempts) > 1:
         job.reason = "every recipe failed: " + "; ".join(
             f"{r.name}: {a.reason}" for r, a, _ in attempts)
-    for row in rows:
-        row["shipped"] = row["recipe"] == winner.name and job.status in ("ok", "unverified")
-    job.record["recipes"] = rows
-    job.record["recipe"] = {"name": winner.name, "chosen_by": why, "graph": kind.to_dict()}
-    say(f"{target.describe()}: recipe {winner.name}: {why}")
 
 
 def _time_candidates(ctx: _Context, backend: Backend, attempts: list[_Job], threads: int
@@ -638,9 +767,7 @@ def _take(job: _Job, attempt: _Job, ctx: _Context) -> None:
     job.status, job.reason, job.predictions = attempt.status, attempt.reason, attempt.predictions
     job.record = dict(attempt.record)
     if attempt.record.get("path"):
-        assert job.backend is not None
-        rel = (Path("artifacts") /
-               f"{ctx.settings.name}-{job.key}{job.backend.artifact_suffix}").as_posix()
+        rel = ctx.artifact_rel(job).as_posix()
         _remove(ctx.staging / rel)
         os.replace(ctx.staging / attempt.record["path"], ctx.staging / rel)
         job.record["path"] = rel
@@ -743,96 +870,122 @@ def _artifact_entry(job: _Job) -> dict[str, Any]:
     }
 
 
-def _manifest(ctx: _Context, profiles: list[Profile], jobs: dict[str, _Job],
-              cal_inputs: Arrays | None, cover: dict[str, Any] | None) -> dict[str, Any]:
-    prepared, eval_inputs, labels, reference = (ctx.prepared, ctx.eval_inputs, ctx.labels,
-                                                ctx.reference)
-    name, version, golden_count = ctx.settings.name, ctx.settings.version, ctx.settings.golden_count
-    source_acc, staging = ctx.source_accuracy, ctx.staging
-    src = prepared.source
-    g = min(golden_count, count(eval_inputs))
-    golden_path = staging / GOLDEN
-    golden = {f"input_{i}": a for i, a in enumerate(take(eval_inputs, slice(0, g)))}
-    golden.update({f"output_{i}": r[:g] for i, r in enumerate(reference)})
-    np.savez(golden_path, **golden)  # type: ignore[arg-type]
-    evaluation: dict[str, Any] = {
-        "count": count(eval_inputs), "sha256": fingerprint(eval_inputs),
-        "labels": labels is not None, "source_accuracy": source_acc,
-    }
-    task = ctx.settings.task_metric
-    if task is not None:
-        evaluation["task_metric"] = {"name": task.label, "source_value": ctx.source_task_value,
-                                     "min": task.min_value}
-    spec = default_projections([s.to_dict() for s in src.inputs],
-                               [s.to_dict() for s in src.outputs], reference,
-                               classifier=ctx.classifier)
-    (staging / TELEMETRY_DIR).mkdir(exist_ok=True)
-    ref_path = staging / TELEMETRY_DIR / "reference.json"
-    ref_path.write_text(dumps_reference(reference_window(spec, eval_inputs, reference)))
-    telemetry = {"projections": spec,
-                 "reference": {"path": f"{TELEMETRY_DIR}/reference.json",
-                               "sha256": sha256_file(ref_path)}}
+def _manifest(ctx: _Context) -> dict[str, Any]:
+    src, cal = ctx.prepared.source, ctx.calibration
+    golden = _write_golden(ctx)
+    evaluation = _evaluation_entry(ctx)
+    telemetry = _write_telemetry(ctx)
     if ctx.classifier:
-        # per-sample top-1 of the source and of every verified artifact: the gate's paired
-        # accuracy test (McNemar) compares two releases on the same samples with these
-        preds = {"source": reference[0].argmax(axis=1).astype(np.int32)}
-        if labels is not None:
-            preds["labels"] = labels.astype(np.int64)
-        preds.update({k: j.predictions for k, j in jobs.items() if j.predictions is not None})
-        np.savez(staging / PREDICTIONS, **preds)  # type: ignore[arg-type]
-        evaluation["predictions"] = {"path": PREDICTIONS,
-                                     "sha256": sha256_file(staging / PREDICTIONS)}
-    used = {src.format} | {d for j in jobs.values() if j.backend and j.record
-                           for d in j.backend.toolchain}
-    lock = toolchain_lock()
-    distributions = {"numpy"} | {d for d in used if d in lock}
-    if src.format == "torch":
-        distributions.add("torch")
-    profiles_out: dict[str, Any] = {}
-    for p in profiles:
-        chain = []
-        for t in p.targets:
-            job = jobs[t.key]
-            status, reasons = job.status, [job.reason] if job.reason else []
-            if status == "ok":
-                broken = budget_problems(_parity(job.record), job.record.get("size_bytes"), source_acc,
-                                         p.budgets)
-                if broken:
-                    status, reasons = "failed", broken
-            elif status == "unverified" and job.record.get("size_bytes") is not None:
-                reasons += budget_problems(None, job.record["size_bytes"], None, p.budgets)
-                if len(reasons) > 1:
-                    status = "failed"
-            chain.append({"target": t.key, "backend": t.backend, "precision": t.precision,
-                          "status": status, "reasons": reasons})
-        d = p.to_dict()
-        profiles_out[p.name] = {"description": d["description"], "runner": d["runner"],
-                                "hardware": d["hardware"], "budgets": d["budgets"],
-                                "chain": chain}
+        evaluation["predictions"] = _write_predictions(ctx)
     return {
         "schema": "edgeyard.release",
         "schema_version": 1,
         "model": {
-            "name": name,
-            "version": version,
+            "name": ctx.settings.name,
+            "version": ctx.settings.version,
             "source_format": src.format,
             "source_sha256": src.sha256,
             "inputs": [s.to_dict() for s in src.inputs],
             "outputs": [s.to_dict() for s in src.outputs],
-            "changes": list(prepared.changes),
+            "changes": list(ctx.prepared.changes),
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "edgeyard_version": __version__,
         "host": {"os": platform.system().lower(), "arch": platform.machine(),
                  "python": platform.python_version()},
-        "toolchain": {d: lock[d] for d in sorted(distributions) if d in lock},
-        "calibration": None if cal_inputs is None
-        else {"count": count(cal_inputs), "sha256": fingerprint(cal_inputs), "coverage": cover},
+        "toolchain": _toolchain(ctx),
+        "calibration": None if cal is None
+        else {"count": count(cal), "sha256": fingerprint(cal), "coverage": ctx.coverage},
         "evaluation": evaluation,
-        "golden": {"path": GOLDEN, "sha256": sha256_file(golden_path), "count": g,
-                   "inputs": len(eval_inputs), "outputs": len(reference)},
-        "artifacts": {k: _artifact_entry(j) for k, j in jobs.items()},
-        "profiles": profiles_out,
+        "golden": golden,
+        "artifacts": {k: _artifact_entry(j) for k, j in ctx.jobs.items()},
+        "profiles": {p.name: _profile_entry(ctx, p) for p in ctx.profiles},
         "telemetry": telemetry,
         "signature": None,
     }
+
+
+def _write_golden(ctx: _Context) -> dict[str, Any]:
+    """The first evaluation samples and the source's outputs on them, for the on-device
+    self-test."""
+    g = ctx.golden_count
+    golden = {f"input_{i}": a for i, a in enumerate(take(ctx.eval_inputs, slice(0, g)))}
+    golden.update({f"output_{i}": r[:g] for i, r in enumerate(ctx.reference)})
+    np.savez(ctx.staging / GOLDEN, **golden)  # type: ignore[arg-type]
+    return {"path": GOLDEN, "sha256": sha256_file(ctx.staging / GOLDEN), "count": g,
+            "inputs": len(ctx.eval_inputs), "outputs": len(ctx.reference)}
+
+
+def _evaluation_entry(ctx: _Context) -> dict[str, Any]:
+    evaluation: dict[str, Any] = {
+        "count": count(ctx.eval_inputs), "sha256": fingerprint(ctx.eval_inputs),
+        "labels": ctx.labels is not None, "source_accuracy": ctx.source_accuracy,
+    }
+    task = ctx.settings.task_metric
+    if task is not None:
+        evaluation["task_metric"] = {"name": task.label, "source_value": ctx.source_task_value,
+                                     "min": task.min_value}
+    return evaluation
+
+
+def _write_telemetry(ctx: _Context) -> dict[str, Any]:
+    """The projections the device summarizes, and their reference window on the evaluation
+    data (what drift is measured against)."""
+    src, staging = ctx.prepared.source, ctx.staging
+    spec = default_projections([s.to_dict() for s in src.inputs],
+                               [s.to_dict() for s in src.outputs], ctx.reference,
+                               classifier=ctx.classifier)
+    (staging / TELEMETRY_DIR).mkdir(exist_ok=True)
+    ref_path = staging / TELEMETRY_DIR / "reference.json"
+    ref_path.write_text(dumps_reference(reference_window(spec, ctx.eval_inputs, ctx.reference)))
+    return {"projections": spec,
+            "reference": {"path": f"{TELEMETRY_DIR}/reference.json",
+                          "sha256": sha256_file(ref_path)}}
+
+
+def _write_predictions(ctx: _Context) -> dict[str, Any]:
+    # per-sample top-1 of the source and of every verified artifact: the gate's paired
+    # accuracy test (McNemar) compares two releases on the same samples with these
+    preds = {"source": ctx.reference[0].argmax(axis=1).astype(np.int32)}
+    if ctx.labels is not None:
+        preds["labels"] = ctx.labels.astype(np.int64)
+    preds.update({k: j.predictions for k, j in ctx.jobs.items() if j.predictions is not None})
+    np.savez(ctx.staging / PREDICTIONS, **preds)  # type: ignore[arg-type]
+    return {"path": PREDICTIONS, "sha256": sha256_file(ctx.staging / PREDICTIONS)}
+
+
+def _toolchain(ctx: _Context) -> dict[str, str]:
+    """Exact versions of the distributions the source model and the built artifacts used."""
+    src = ctx.prepared.source
+    used = {src.format} | {d for j in ctx.jobs.values() if j.backend and j.record
+                           for d in j.backend.toolchain}
+    lock = toolchain_lock()
+    distributions = {"numpy"} | {d for d in used if d in lock}
+    if src.format == "torch":
+        distributions.add("torch")
+    return {d: lock[d] for d in sorted(distributions) if d in lock}
+
+
+def _profile_entry(ctx: _Context, p: Profile) -> dict[str, Any]:
+    d = p.to_dict()
+    return {"description": d["description"], "runner": d["runner"],
+            "hardware": d["hardware"], "budgets": d["budgets"],
+            "chain": [_chain_link(ctx, p, t) for t in p.targets]}
+
+
+def _chain_link(ctx: _Context, p: Profile, t: Target) -> dict[str, Any]:
+    """`t`'s place in `p`'s chain. A target several profiles list is built once; each profile
+    judges the artifact by its own budgets."""
+    job = ctx.jobs[t.key]
+    status, reasons = job.status, [job.reason] if job.reason else []
+    if status == "ok":
+        broken = budget_problems(_parity(job.record), job.record.get("size_bytes"),
+                                 ctx.source_accuracy, p.budgets)
+        if broken:
+            status, reasons = "failed", broken
+    elif status == "unverified" and job.record.get("size_bytes") is not None:
+        reasons += budget_problems(None, job.record["size_bytes"], None, p.budgets)
+        if len(reasons) > 1:
+            status = "failed"
+    return {"target": t.key, "backend": t.backend, "precision": t.precision,
+            "status": status, "reasons": reasons}
