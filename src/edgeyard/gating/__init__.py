@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {"Finding": "report", "GateReport": "report", "GateError": "run",
             "GatePolicy": "run", "gate": "run", "write_reports": "run"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["Finding", "GateError", "GatePolicy", "GateReport", "gate", "write_reports"]
 
 if TYPE_CHECKING:
     from .report import Finding, GateReport
