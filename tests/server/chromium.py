@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -14,10 +15,12 @@ def chromium_console(*args: str, timeout: int = 120) -> tuple[str, list[str]]:
     """chromium's stdout, and what the page wrote on the console (errors, uncaught exceptions,
     Vega's warnings: chromium logs each as a CONSOLE line on stderr)."""
     assert CHROMIUM is not None
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--user-data-dir=/tmp/edgeyard-chromium-test",
-           "--enable-logging=stderr", "--v=0", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    # a profile of its own: two chromiums on one profile folder (two test runs) fail to start
+    with tempfile.TemporaryDirectory(prefix="edgeyard-chromium-") as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={profile}",
+               "--enable-logging=stderr", "--v=0", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     return out.stdout, [ln for ln in out.stderr.splitlines() if ":CONSOLE" in ln]
 
 

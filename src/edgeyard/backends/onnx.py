@@ -63,16 +63,24 @@ def upgraded_opset(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
 def _dynamic(q: Any, fp32: Path, out: Path, workdir: Path, details: dict[str, Any],
              **kwargs: Any) -> None:
     """`quantize_dynamic` on the exported graph; where its weights are not initializers (held
-    in Constant nodes, as in PaddleOCR's exports: "Expected ... to be an initializer"), on the
-    pre-processed graph, where they are."""
-    try:
-        q.quantize_dynamic(os.fspath(fp32), os.fspath(out), **kwargs)
-    except ValueError as exc:
-        if "initializer" not in str(exc):
-            raise
+    in Constant nodes, as in PaddleOCR's exports, which the quantizer refuses: "Expected ... to
+    be an initializer"), on the pre-processed graph, where constant folding made them so."""
+    if _weights_in_constant_nodes(fp32):
         pre = preprocessed(fp32, workdir, details)
         q.quantize_dynamic(os.fspath(pre), os.fspath(out), **kwargs)
         details["quantized_graph"] = "pre-processed (weights in Constant nodes)"
+    else:
+        q.quantize_dynamic(os.fspath(fp32), os.fspath(out), **kwargs)
+
+
+def _weights_in_constant_nodes(path: Path) -> bool:
+    """Whether a MatMul, Gemm or Conv of the graph takes its weight from a Constant node rather
+    than an initializer."""
+    onnx = require("onnx", extra="onnx")
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return any(len(n.input) > 1 and n.input[1] in constants for n in graph.node
+               if n.op_type in ("MatMul", "Gemm", "Conv"))
 
 
 def preprocessed(fp32: Path, workdir: Path, details: dict[str, Any]) -> Path:
