@@ -4,6 +4,7 @@ table, not only a 200, with nothing on the console."""
 
 from __future__ import annotations
 
+import gzip
 import html
 import json
 import re
@@ -90,3 +91,13 @@ def test_report_renders_plots_and_the_drift_table(serve, telemetry_release, digi
              login)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    # the page (the chart library inlined) travels gzipped to a client that takes it
+    page = {}
+    for enc in ("gzip", "identity"):
+        req = urllib.request.Request(server.url + "/", headers={
+            "Authorization": f"Bearer {admin}", "Accept-Encoding": enc})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            page[enc] = (r.headers.get("Content-Encoding"), r.read())
+    assert page["gzip"][0] == "gzip" and page["identity"][0] is None
+    assert gzip.decompress(page["gzip"][1]).count(b'id="verdict"') == 1
+    assert len(page["gzip"][1]) < len(page["identity"][1]) / 2
