@@ -144,6 +144,7 @@ class Verdict:
     manifest_ok: bool
     reason: str | None  # why the manifest signature does not hold
     artifact_ok: dict[str, bool]
+    wrong_key: bool = False  # signed, but with another key than the one given
 
     def artifact_trusted(self, artifact_id: str) -> bool:
         return self.manifest_ok or self.artifact_ok.get(artifact_id, False)
@@ -161,7 +162,7 @@ def verify_manifest(manifest: dict[str, Any], public_key: Any) -> Verdict:
     kid = key_id(pub)
     if sig.get("key_id") != kid:
         return Verdict(False, f"signed with key {sig.get('key_id')}, but the key given is {kid} "
-                              f"(wrong key)", {})
+                              f"(wrong key)", {}, wrong_key=True)
 
     def ok(signature: str, data: bytes) -> bool:
         try:

@@ -363,7 +363,7 @@ class _Trust:
             return self.blanket
         if self.verdict is None or self.verdict.artifact_trusted(artifact_id):
             return None
-        if self.verdict.reason and "wrong key" in self.verdict.reason:
+        if self.verdict.wrong_key:
             return f"signature check failed: {self.verdict.reason}"
         return (f"signature check failed: {self.verdict.reason}, and this artifact's own entry "
                 f"does not verify either (tampered)")
