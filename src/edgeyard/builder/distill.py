@@ -315,8 +315,11 @@ def _run(torch: Any, model: Any, xs: tuple[Any, ...]) -> Any:
 
 
 def _progress(enabled: bool, epochs: int) -> _Bar:
-    """A rich progress bar (stderr) updated once per epoch; a no-op when disabled."""
-    if not enabled:
+    """A rich progress bar (stderr) updated once per epoch; a no-op when disabled, or when rich
+    (the `cli` extra) is not installed: a build script needs no terminal library."""
+    from .._deps import missing
+
+    if not enabled or missing("rich"):
         return lambda _e, _r: None
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
