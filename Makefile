@@ -55,7 +55,7 @@ test-other-cpu: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit tests/telemetry tests/shims
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
 	$(BIN)/mypy
 
 bench: $(STAMP)
