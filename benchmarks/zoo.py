@@ -27,7 +27,8 @@ Method
   Each by-hand artifact is checked against the source on the evaluation data like a build does
   (mean cosine of every output >= 0.99, and top-1 agreement >= 0.97 for classifiers); "vs best by
   hand" is the shipped int8's median over the fastest by-hand recipe of the same runtime that
-  meets that budget.
+  meets that budget; "(same file)" marks a shipped artifact byte-identical to a by-hand one (its
+  ratio then shows only the machine's noise).
 
     python benchmarks/zoo.py [--only minilm,ocr_rec] [--small] [--rounds 9] [--resume]
 
@@ -60,6 +61,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT / "examples"))
 import edgeyard  # noqa: E402
 from edgeyard import _envs  # noqa: E402
+from edgeyard._hashing import sha256_file  # noqa: E402
 from edgeyard.backends import backend_names, get_backend  # noqa: E402
 from edgeyard.builder.fidelity import measure  # noqa: E402
 from edgeyard.data import run_batched  # noqa: E402
@@ -260,7 +262,7 @@ def run_model(name: str, small: bool, args: argparse.Namespace, tmp: Path) -> di
             continue
         engines.append(e)
         hand[label] = {"runtime": fmt, "meets_budget": ok, "cosine_mean": cos,
-                       "size_bytes": p.stat().st_size}
+                       "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
         fns[f"hand: {label}"] = lambda x, e=e: e.predict(list(x))
     x = tuple(a[:1] for a in z.evaluation)
     samples = rounds(fns, x, args.rounds, args.calls, args.warmup)
@@ -279,7 +281,7 @@ def run_model(name: str, small: bool, args: argparse.Namespace, tmp: Path) -> di
         cos = [o["cosine_mean"] for o in outs.values() if o.get("cosine_mean") is not None]
         sq = [o["sqnr_db"] for o in outs.values() if o.get("sqnr_db") is not None]
         mine = lat.get(key)
-        best_hand = None
+        best_hand, identical = None, None
         # against by-hand int8 only when an int8 ships (not a recovery rung in another precision)
         ships_int8 = (a.get("shipped") or {}).get("precision", a["precision"]) == "int8"
         if a["precision"] == "int8" and ships_int8 and mine is not None:
@@ -288,6 +290,9 @@ def run_model(name: str, small: bool, args: argparse.Namespace, tmp: Path) -> di
             if same:
                 best = min(same, key=lambda h: h["latency"]["median_ms"])
                 best_hand = mine["median_ms"] / best["latency"]["median_ms"]
+            # the very file a recipe by hand made: any ratio but 1 is the machine's noise
+            identical = next((lb for lb, h in hand.items() if h.get("sha256") == a.get("sha256")),
+                             None)
         rows.append({
             "target": key, "backend": a["backend"], "precision": a["precision"],
             "options": a["options"], "status": a["status"],
@@ -304,7 +309,7 @@ def run_model(name: str, small: bool, args: argparse.Namespace, tmp: Path) -> di
             "max_abs_error": par.get("max_abs_error"), "task": par.get("task"),
             "size_bytes": a.get("size_bytes"), "build_s": a.get("build_seconds"),
             "latency": mine, "vs_source": None if mine is None else mine["median_ms"] / source_ms,
-            "vs_best_by_hand": best_hand,
+            "vs_best_by_hand": best_hand, "identical_to_by_hand": identical,
         })
     profiles = {p: [{"target": e["target"], "status": e["status"], "reasons": e["reasons"]}
                     for e in release.chain(p)] for p in SHIPPED}
@@ -400,7 +405,8 @@ def markdown(models: list[dict[str, Any]], s: dict[str, Any], args: argparse.Nam
                 f"| {r['target']} | {status} | {r['path'] or '-'} | {r['ships'] or '-'} | "
                 f"{f(r['cosine_mean'], '.4f')} | {f(r['sqnr_db'], '.1f')} | "
                 f"{_mb(r['size_bytes'])} | {f(r['build_s'], '.1f')} | {_ms(r['latency'])} | "
-                f"{f(r['vs_source'], '.2f')} | {f(r['vs_best_by_hand'], '.2f')} |")
+                f"{f(r['vs_source'], '.2f')} | {f(r['vs_best_by_hand'], '.2f')}"
+                f"{' (same file)' if r.get('identical_to_by_hand') else ''} |")
         if m["by_hand"]:
             md += ["", "By hand: " + "; ".join(
                 f"{k}: " + (h["error"] if "error" in h else

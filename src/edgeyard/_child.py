@@ -63,15 +63,18 @@ def run_module(module: str, args: Sequence[str], *, timeout_s: float, env: dict[
     its group after `timeout_s`, and on any exception here (Ctrl-C, SIGTERM turned into an
     exception, an error), which is then re-raised."""
     start = time.perf_counter()
-    proc = subprocess.Popen([python, "-m", module, *args], stdout=stdout, stderr=stderr,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc: subprocess.Popen[Any] | None = None
     timed_out = False
-    try:
+    try:  # from the start: an interrupt right after the child started must still reach it
+        proc = subprocess.Popen([python, "-m", module, *args], stdout=stdout, stderr=stderr,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
+        assert proc is not None
         kill_group(proc)
     except BaseException:
-        kill_group(proc)  # in its own session, the child would outlive us
+        if proc is not None:
+            kill_group(proc)  # in its own session, the child would outlive us
         raise
     return ChildRun(proc.returncode, timed_out, time.perf_counter() - start)
