@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,9 +71,11 @@ def test_a_plugin_backend_and_engine_build_and_serve(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     site = tmp_path / "site"
+    source = tmp_path / "plugin-source"  # pip builds in the source tree: a copy keeps ours clean
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(site), str(PLUGIN)],
+         "--disable-pip-version-check", "--target", str(site), str(source)],
         capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert list(site.glob("edgeyard_ort_format-*.dist-info/entry_points.txt"))
