@@ -23,8 +23,10 @@ def test_representative_calibration_covers_the_inputs_and_outputs(prepared, digi
     report = run(prepared, d.x_calib, d.x_eval)
     assert report["activations"].endswith("intermediate tensors checked")
     assert report["tensors_checked"] > 5  # input, output and the convs / linears between
-    names = {r["tensor"] for r in report["uncovered"]}
-    assert not any(n.startswith(("input", "output")) for n in names), report["uncovered"]
+    # inputs and outputs covered, up to a sliver: a few evaluation values of a trained net's
+    # logits can lie just past the calibration's range (0.2% seen), where dimming leaves 5%+
+    edges = [r for r in report["uncovered"] if r["tensor"].startswith(("input", "output"))]
+    assert all(r["outside_share"] < 0.01 for r in edges), edges
 
 
 def test_dim_calibration_is_reported_with_the_clipped_share(prepared, digits_data):

@@ -190,8 +190,10 @@ def test_cli_build_exit_codes(tmp_path, tiny_model):
 
 
 BUILD_THAT_HANGS = """
-import sys
+import signal, sys
 sys.path[:0] = {paths!r}
+# Ctrl-C as in a terminal, whoever started the tests (a background job inherits SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import edgeyard
 from edgeyard.backends import register_backend
 from fault_backends import HangingBackend

@@ -179,6 +179,9 @@ class Collector:
         self._window_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake_upload = threading.Event()
+        # one upload at a time: `flush()` (the app's thread) and the uploader thread would
+        # otherwise both send the windows still pending, and the server would get them twice
+        self._upload_lock = threading.Lock()
         self.stats: dict[str, Any] = {"windows": 0, "uploaded": 0, "rejected": 0, "attempts": 0,
                                       "spool_dropped": 0, "last_status": None,
                                       "retry_after_s": None}
@@ -402,6 +405,11 @@ class Collector:
         there is no endpoint), 0.0 to go on at once, or the seconds to wait before retrying."""
         if self.endpoint is None:
             return None
+        with self._upload_lock:
+            return self._upload_batch()
+
+    def _upload_batch(self) -> float | None:
+        assert self.endpoint is not None
         if self.upload_policy is not None and not self.upload_policy():
             return 5.0
         listed = self.spool.pending()[: self.batch_windows]
