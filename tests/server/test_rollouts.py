@@ -343,7 +343,9 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
             # 0 when the device was back before the test itself saw the decision
             swapped.append(max(0.0, back_at - max(went, visible)))
         assert max(swapped) <= poll_s * 1.2 + 3.0, (swapped, visible - decided)
-        # and served with it once its runtime loaded (0 when before the test saw the decision)
+        # and served with it once its runtime loaded (0 when before the test saw the decision;
+        # a device notes what it serves after each call, so its next call is waited for)
+        assert wait_for(lambda: all(d.history[-1][1] == "1.1" for d in cohort), 30)
         served = []
         for d in cohort:
             went = max(t for t, rel in d.history if rel == "1.2")
