@@ -131,3 +131,12 @@ def toolchain_lock(distributions: tuple[str, ...] = LOCKED_DISTRIBUTIONS) -> dic
         if v is not None:
             lock[d] = v
     return lock
+
+
+def import_ref(ref: str) -> object:
+    """The object a `module:qualname` reference names (the registries' and entry points' form)."""
+    module, _, qualname = ref.partition(":")
+    obj: object = importlib.import_module(module)
+    for part in qualname.split(".") if qualname else ():
+        obj = getattr(obj, part)
+    return obj

@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import threading
 
+from .._deps import import_ref
 from ..errors import BackendNotFound, EdgeyardError
 from ..profiles import Target
 from .base import Backend
@@ -32,10 +33,7 @@ _entry_points_scanned = False
 
 
 def _instantiate(ref: str) -> Backend:
-    module, _, qualname = ref.partition(":")
-    obj: object = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = import_ref(ref)
     backend = obj() if isinstance(obj, type) else obj
     if not isinstance(backend, Backend):
         raise EdgeyardError(f"{ref} is not an edgeyard Backend (got {type(backend).__name__})")

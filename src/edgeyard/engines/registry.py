@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from .._deps import import_ref
 from ..errors import EdgeyardError
 from .base import Engine
 
@@ -95,10 +96,7 @@ def engine_class(fmt: str) -> type[Engine]:
         raise EngineNotFound(fmt, engine_formats())
     if isinstance(ref, type):
         return ref
-    module, _, qualname = ref.partition(":")
-    obj: object = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = import_ref(ref)
     if not (isinstance(obj, type) and issubclass(obj, Engine)):
         raise EdgeyardError(f"{ref} (engine for {fmt!r}) is not an edgeyard Engine subclass")
     return obj
