@@ -88,12 +88,14 @@ def build(
     out: Annotated[Path | None, typer.Option(help="release directory (overrides the config)")] = None,
     profile: Annotated[list[str] | None, typer.Option(help="profile(s) to build (overrides)")] = None,
     profile_dir: Annotated[list[Path] | None, typer.Option(help="extra profile directory")] = None,
-    jobs: Annotated[int | None, typer.Option(help="targets converted in parallel")] = None,
+    jobs: Annotated[int | None, typer.Option(help="targets converted in parallel (default 1; on Ray, the cluster's CPUs)")] = None,
+    executor: Annotated[str | None, typer.Option(help="where converters run: local (default), ray://HOST:PORT (a Ray cluster's client server) or ray (the cluster this host is in)")] = None,
     sign_key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result and the manifest as JSON")] = False,
 ) -> None:
     """Build and verify a release from a config file. Exit 0 built, 1 a target FAILED or a
-    profile has nothing to ship, 4 bad input (config, model, data, profile), 5 a missing extra."""
+    profile has nothing to ship, 4 bad input (config, model, data, profile) or an unreachable
+    Ray cluster, 5 a missing extra (`--executor ray://...` needs `pip install 'edgeyard[ray]'`)."""
     from .builder.pipeline import build as run_build
     from .config import load_arrays, load_config
 
@@ -115,7 +117,10 @@ def build(
                 version=cfg.version,
                 profile_dirs=[*cfg.profile_dirs, *(profile_dir or [])],
                 timeout_s=cfg.timeout_s,
-                jobs=jobs or cfg.jobs,
+                # build.toml's default `jobs = 1` cannot be told from an unset one: on Ray,
+                # 1 means the cluster's default (every CPU); --jobs sets it exactly
+                jobs=jobs or (cfg.jobs if cfg.jobs != 1 else None),
+                executor=executor,
                 sign_key=sign_key,
                 student=cfg.student_factory() if cfg.student else None,
                 train=_train_data(cfg.train) if cfg.train else None,

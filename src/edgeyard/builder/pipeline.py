@@ -1,11 +1,12 @@
 """`build()`: one model, several device profiles, one verified release.
 
 Each distinct target (backend, precision, options) across the profiles is converted once, in its
-own child process, then loaded in its own runtime and run on the held-out data. The parent
-compares those outputs with the source model's and applies each profile's budgets. A target that
-cannot be built here is SKIPPED with the reason; one whose converter raises, crashes or hangs is
-FAILED with the reason and its log; the others still build. The release directory appears only
-when the manifest is complete (built in a staging directory, then swapped in).
+own child process (on this host, or on a Ray cluster's node: `executor`), then loaded in its own
+runtime and run on the held-out data. The parent compares those outputs with the source model's
+and applies each profile's budgets. A target that cannot be built here is SKIPPED with the
+reason; one whose converter raises, crashes or hangs is FAILED with the reason and its log; the
+others still build. The release directory appears only when the manifest is complete (built in a
+staging directory, then swapped in).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ from ..release import (
 from ..telemetry.projections import default_projections
 from ..telemetry.window import dumps_reference, reference_window
 from .coverage import coverage
-from .isolate import ChildOutcome, run_child
+from .executor import Executor, opened
+from .isolate import ChildOutcome
 from .ladder import QUANTIZED, figures, plan, strictest
 from .recipes import GraphKind, candidates, classify, graph_kind, order_by_rule
 from .verify import (
@@ -140,7 +142,8 @@ def build(
     classifier: bool | None = None,
     timeout_s: float = 900.0,
     golden_count: int = 8,
-    jobs: int = 1,
+    jobs: int | None = None,
+    executor: str | Executor | None = None,
     sign_key: str | os.PathLike[str] | None = None,
     student: Callable[[], Any] | None = None,
     train: Any = None,
@@ -174,6 +177,10 @@ def build(
         None: inferred, yes for a [samples, classes] output unless its rows are unit vectors
         (a normalized embedding).
     out: the release directory (replaced atomically when it exists).
+    executor: where each target's converter child runs: None or "local" (a child process on
+        this host), "ray://HOST:PORT" (a Ray cluster, through its Ray Client server), "ray" or
+        "ray://auto" (the Ray cluster this host belongs to); see `builder.executor`.
+    jobs: targets built at once. Default: 1 locally; on Ray, as many as the cluster has CPUs.
     sign_key: an Ed25519 private key (PEM) to sign the manifest with (`edgeyard keys generate`).
     student, train: a factory of a small torch model and the data to distill it on (`(x, y)` or
         `x`). When the model cannot meet a profile's size budget (or, on a `local` profile, its
@@ -202,13 +209,16 @@ def build(
         key = load_private_key(sign_key)  # a bad key fails before any work
     out = Path(out)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    settings = _Settings(name=name or _default_name(model), version=version,
-                         timeout_s=timeout_s, golden_count=golden_count, jobs=max(1, jobs),
-                         task_metric=TaskMetric.coerce(task_metric), classifier=classifier,
-                         say=say)
     job = _Inputs(model, example_inputs, loaded, calibration, evaluation, labels, student, train,
                   distill_options or {}, key, out, staging)
-    with terminate_raises():  # SIGTERM, like Ctrl-C, stops every converter child with us
+    # SIGTERM, like Ctrl-C, stops every converter child with us
+    with terminate_raises(), opened(executor) as runs:
+        parallel, threads = runs.plan(jobs)
+        settings = _Settings(name=name or _default_name(model), version=version,
+                             timeout_s=timeout_s, golden_count=golden_count, jobs=parallel,
+                             threads=threads, executor=runs,
+                             task_metric=TaskMetric.coerce(task_metric), classifier=classifier,
+                             say=say)
         return _build_release(job, settings, t_start)
 
 
@@ -309,7 +319,9 @@ class _Settings:
     version: str
     timeout_s: float
     golden_count: int
-    jobs: int
+    jobs: int  # targets built at once
+    threads: int  # of each converter child
+    executor: Executor
     task_metric: TaskMetric | None
     classifier: bool | None
     say: Log
@@ -352,8 +364,9 @@ class _Context:
 
     @property
     def child_threads(self) -> int:
-        """Threads of each converter child: the host's cores shared by the parallel jobs."""
-        return max(1, (os.cpu_count() or 1) // self.settings.jobs)
+        """Threads of each converter child: the host's (or the cluster's) cores shared by the
+        parallel jobs (`Executor.plan`)."""
+        return self.settings.threads
 
     def artifact_rel(self, job: _Job) -> Path:
         """Where `job`'s artifact lies, relative to the release directory."""
@@ -476,13 +489,21 @@ def _run_targets(ctx: _Context) -> None:
     for j in ctx.jobs.values():
         if j.status != "pending":
             say(f"{j.target.describe()}: {j.status.upper()}: {j.reason}")
-    say(f"building {len(todo)} target(s) for {', '.join(p.name for p in ctx.profiles)}")
-    if ctx.settings.jobs == 1:
+    settings = ctx.settings
+    where = ("in child processes on this host" if settings.executor.name == "local"
+             else f"on {settings.executor.name}")
+    say(f"building {len(todo)} target(s) for {', '.join(p.name for p in ctx.profiles)} {where} "
+        f"({settings.jobs} at a time, {settings.threads} thread(s) each)")
+    if settings.jobs == 1:
         for job in todo:
             _run_target(job, ctx)
     else:
-        with ThreadPoolExecutor(max_workers=ctx.settings.jobs) as pool:
-            list(pool.map(lambda job: _run_target(job, ctx), todo))
+        with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
+            try:
+                list(pool.map(lambda job: _run_target(job, ctx), todo))
+            except BaseException:  # interrupted: the jobs in flight elsewhere stop too
+                settings.executor.cancel()
+                raise
 
 
 def _run_target(job: _Job, ctx: _Context) -> None:
@@ -537,9 +558,12 @@ def _run_job(job: _Job, ctx: _Context, analyze: bool = False) -> list[dict[str, 
     """Convert and verify one target in a child process, filling `job`'s status and record.
     With `analyze`, only convert and run the backend's sensitivity analysis, and return it."""
     assert job.backend is not None
-    timeout_s = ctx.settings.timeout_s
-    outcome = run_child(_child_spec(job, ctx, analyze), ctx.job_dir(job), timeout_s=timeout_s,
-                        threads=ctx.child_threads)
+    timeout_s, executor = ctx.settings.timeout_s, ctx.settings.executor
+    outcome = executor.run_child(_child_spec(job, ctx, analyze), ctx.job_dir(job),
+                                 timeout_s=timeout_s, threads=ctx.child_threads)
+    where = executor.where(outcome)
+    if where is not None:
+        ctx.settings.say(f"{job.key}: ran on {where} in {outcome.seconds:.1f} s")
     if analyze:
         _remove(ctx.staging / ctx.artifact_rel(job))
         if outcome.failure(timeout_s) is not None:
