@@ -85,6 +85,7 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
+        self.out = ""
 
     def start(self) -> ServeProcess:
         cmd = [sys.executable, "-m", "edgeyard.cli", "serve", "--port", str(self.port),
@@ -128,7 +129,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stdout:
+        if self.proc is not None and self.proc.stdout and not self.proc.stdout.closed:
+            self.out = self.proc.stdout.read()  # what it printed after "listening"
             self.proc.stdout.close()
 
 

@@ -134,3 +134,91 @@ def test_kill_9_loses_no_acknowledged_upload(serve, tmp_path, telemetry_release,
                 if name == "calls")
     assert calls == 20 * len(stored)
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
+        serve, tmp_path, telemetry_release, digits_data, backend, request):
+    """`edgeyard serve --workers 3` behind one port (SO_REUSEPORT): the leader worker gets a
+    `kill -9` while four clients upload; every acknowledged upload is stored, uploads go on
+    through the other workers, another worker leads within 30 s, the supervisor starts a new
+    worker."""
+    import os
+    import signal
+    import time
+
+    from sqlalchemy import select
+
+    from edgeyard.server import db
+
+    from .builders import get
+
+    database = None if backend == "sqlite" else request.getfixturevalue("postgres") \
+        .create_database()
+    server = serve(database, "--workers", "3")
+    admin, key = server.key("admin"), server.key("ingest")
+
+    def leader() -> dict | None:
+        try:
+            status, res = get(server.url, "/api/service", admin, timeout=10)
+        except (urllib.error.URLError, OSError):
+            return None
+        return res["leader"] if status == 200 else None
+
+    deadline = time.monotonic() + 60
+    while (first := leader()) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first is not None, server.log_text()
+    (window,) = otlp_windows(telemetry_release.path, digits_data.x_eval, tmp_path, n_windows=1,
+                             calls=20)
+    acked: list[str] = []
+    failed = [0]
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            uid = uuid.uuid4().hex
+            req = urllib.request.Request(
+                server.url + "/v1/metrics", data=with_upload_id(window, uid), method="POST",
+                headers={"Content-Type": "application/x-protobuf",
+                         "Authorization": f"Bearer {key}"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    if resp.status == 200:
+                        acked.append(uid)
+            except (urllib.error.URLError, OSError):
+                failed[0] += 1  # its worker died under it: not acknowledged, a device retries
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        while len(acked) < 60:
+            time.sleep(0.05)
+        os.kill(int(first["holder"].rsplit(":", 1)[1]), signal.SIGKILL)
+        killed_at, at_kill = time.monotonic(), len(acked)
+        took = None
+        while time.monotonic() - killed_at < 30:
+            now = leader()
+            if now is not None and now["holder"] != first["holder"] \
+                    and now["since"] > first["since"]:
+                took = time.monotonic() - killed_at
+                break
+            time.sleep(0.2)
+        assert took is not None, "no other worker took the lead within 30 s"
+        print(f"leader taken over {took:.1f} s after the kill; {failed[0]} requests failed")
+        while len(acked) < at_kill + 60:  # the survivors go on taking uploads
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    server.stop()
+    assert "exited" in server.out and "started" in server.out  # the supervisor replaced the dead worker
+
+    engine = engine_for(server.data_dir, database)
+    with engine.connect() as conn:
+        stored = set(conn.scalars(select(db.uploads.c.upload_id)))
+    engine.dispose()
+    assert set(acked) <= stored
+    assert len(stored) - len(acked) <= 4  # at most those in flight on the dead worker

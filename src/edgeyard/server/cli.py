@@ -89,6 +89,17 @@ def serve(
         help="log lines a second for refused requests (the rest are counted)")] = 10.0,
     poll: Annotated[float, typer.Option(
         help="seconds between a device's polls for its release (sent to the devices)")] = 300.0,
+    workers: Annotated[int, typer.Option(
+        help="worker processes behind the port (SO_REUSEPORT), about one per core; the "
+             "background work runs on one of them, the leader")] = 1,
+    precompute_every: Annotated[float, typer.Option(
+        help="seconds between the leader's looks for a closed bucket, whose day check and "
+             "timeline it then computes ahead (0: off)")] = 30.0,
+    retention_days: Annotated[float, typer.Option(
+        help="uploads and aggregates older than this many days are deleted (0: kept)")] = 0.0,
+    discard: Annotated[bool, typer.Option(
+        help="decode and answer uploads but store nothing: the null endpoint benchmarks/"
+             "ingest.py compares storage with", hidden=True)] = False,
     rollout_tick: Annotated[float, typer.Option(
         help="seconds between looks of the rollout loop (each rollout is looked at every "
              "check_s of its plan; 0: no automatic decisions)")] = 10.0,
@@ -109,13 +120,24 @@ def serve(
                         max_series_per_request=max_series_per_request or None,
                         max_series_per_app=max_series_per_app or None,
                         log_refusals_per_s=log_refusals_per_s, poll_s=poll,
-                        rollout_tick_s=rollout_tick or None)
+                        rollout_tick_s=rollout_tick or None,
+                        precompute_every_s=precompute_every or None,
+                        retention_s=retention_days * 86400 or None, discard=discard)
+    if workers < 1:
+        raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()
-    app = create_app(settings, engine)
     shown = engine.url.render_as_string(hide_password=True)
     typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
-               + ", ".join(f"{k} key: {v}" for k, v in keys.items()) + ")")
+               + ", ".join(f"{k} key: {v}" for k, v in keys.items())
+               + (f"; {workers} workers" if workers > 1 else "") + ")")
     sys.stdout.flush()
+    if workers > 1:
+        from .workers import serve_workers
+
+        engine.dispose()
+        serve_workers(settings, host, port, workers)
+        return
+    app = create_app(settings, engine)
     stop_on_signals()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

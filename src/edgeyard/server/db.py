@@ -25,6 +25,9 @@ Tables
 - stable: per app, the release a device serves when no rollout assigns it another.
 - rollouts, rollout_decisions: a rollout's plan and state, and every decision with its figures
   (`rollouts.py`).
+- leader: the worker that runs the background work, and its last beat (`leader.py`).
+- drift_results: the newest drift check and timeline of each release over the standard spans,
+  computed by the leader when a bucket closes (`precompute.py`): what the API answers at once.
 
 Statements are batched within each database's limit on bound parameters (`max_params`):
 PostgreSQL's 65,535, SQLite's 32,766 (999 before SQLite 3.32).
@@ -33,6 +36,7 @@ PostgreSQL's 65,535, SQLite's 32,766 (999 before SQLite 3.32).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +223,72 @@ rollout_decisions = Table(
     Index("ix_rollout_decisions_rollout", "rollout"),
 )
 
+leader = Table(
+    "leader", metadata,
+    Column("role", String(40), primary_key=True),
+    Column("holder", String(300), nullable=False),  # host:pid of the worker that leads
+    Column("since", Float, nullable=False),
+    Column("beat", Float, nullable=False),  # its last beat (every few seconds while it leads)
+)
+
+drift_results = Table(
+    "drift_results", metadata,
+    Column("model", String(200), primary_key=True),
+    Column("release", String(100), primary_key=True),
+    Column("kind", String(20), primary_key=True),  # check | timeline
+    Column("span_s", Float, primary_key=True),
+    Column("step_s", Float, primary_key=True),  # timeline steps (0 for a check)
+    Column("end", Float, nullable=False),  # the closed bucket boundary the result ends at
+    Column("computed_at", Float, nullable=False),
+    Column("seconds", Float, nullable=False),  # what computing it took
+    Column("result", Text, nullable=False),  # the JSON the API answers with
+)
+
+
+class _WriterLock:
+    """SQLite's writers in turn, across this host's worker processes and their threads, woken
+    the moment the lock is free: a thread lock, then an exclusive `flock` on
+    `<database>.writer` (both waits release the GIL). Without it, a writer that finds the
+    database locked sleeps in SQLite's busy handler (1, 2, 5, 10 ... ms) however soon the lock
+    frees: two workers' group commits then spent most of their time asleep. Held from BEGIN
+    IMMEDIATE to the end of the COMMIT or ROLLBACK."""
+
+    def __init__(self, url: str) -> None:
+        path = url.split("///", 1)[1] if "///" in url else ""
+        self.path = path + ".writer" if path and path != ":memory:" else None
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+        self._holder: int | None = None
+
+    def acquire(self, dbapi: Any) -> None:
+        self._thread.acquire()
+        try:
+            if self.path is not None:
+                import fcntl
+
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+        self._holder = id(dbapi)
+
+    def holds(self, dbapi: Any) -> bool:
+        return self._holder == id(dbapi)
+
+    def release(self, dbapi: Any) -> None:
+        if self._holder != id(dbapi):
+            return
+        self._holder = None
+        try:
+            if self._fd is not None:
+                import fcntl
+
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
 
 def max_params(conn: Any) -> int:
     """Bound parameters one statement may carry on this connection's database."""
@@ -260,11 +330,45 @@ def make_engine(url: str, **kw: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        writers = _WriterLock(url)
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # writers take the lock up front (no deadlock on upgrade); readers run beside them
             write = conn.get_execution_options().get("write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not write:
+                conn.exec_driver_sql("BEGIN")
+                return
+            dbapi = conn.connection.dbapi_connection
+            writers.acquire(dbapi)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writers.release(dbapi)
+                raise
+
+        @event.listens_for(engine, "commit")
+        def _sqlite_commit(conn: Any) -> None:
+            dbapi = conn.connection.dbapi_connection
+            if writers.holds(dbapi):
+                try:  # the event comes before SQLAlchemy's commit, which then finds none to do
+                    dbapi.commit()
+                finally:
+                    writers.release(dbapi)
+
+        @event.listens_for(engine, "rollback")
+        def _sqlite_rollback(conn: Any) -> None:
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and writers.holds(dbapi):
+                try:
+                    dbapi.rollback()
+                finally:
+                    writers.release(dbapi)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _sqlite_checkin(dbapi: Any, _record: Any) -> None:
+            if dbapi is not None:
+                writers.release(dbapi)  # a connection never goes back holding the lock
 
         return engine
     # hide_parameters: an error's message never carries a request's values (a log line of

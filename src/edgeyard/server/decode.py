@@ -34,6 +34,7 @@ still recognized.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -249,7 +250,7 @@ def _value(v: Any) -> Any:
 
 
 def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
+    return {kv.key: _value(kv.value) for kv in kvs} if len(kvs) else {}
 
 
 def _canon(attrs: dict[str, Any]) -> str:
@@ -277,15 +278,26 @@ def _counts(raw: Any, what: str) -> tuple[list[int], int]:
 
 
 def _buckets(b: Any, scale: int, what: str) -> tuple[Buckets, int]:
+    """One side of a point: its counts trimmed of empty buckets at both ends (plain Python on
+    the short lists points carry: a numpy call costs more than the list)."""
+    if not len(b.bucket_counts):
+        return Buckets(), 0
     counts, total = _counts(b.bucket_counts, what)
     if not total:
         return Buckets(), 0
-    bk = Buckets(int(b.offset), np.asarray(counts, dtype=np.int64)).trimmed()
+    first = 0
+    while not counts[first]:
+        first += 1
+    last = len(counts)
+    while not counts[last - 1]:
+        last -= 1
+    offset = b.offset + first
+    end = offset + last - first - 1
     lo, hi = index_range(scale)
-    if bk.offset < lo or bk.end > hi:
-        raise ValueError(f"{what} bucket indices {bk.offset}..{bk.end} are outside {lo}..{hi}, "
+    if offset < lo or end > hi:
+        raise ValueError(f"{what} bucket indices {offset}..{end} are outside {lo}..{hi}, "
                          f"where finite values fall at scale {scale}")
-    return bk, total
+    return Buckets(offset, np.array(counts[first:last], dtype=np.int64)), total
 
 
 def _sum(p: Any) -> float:
@@ -300,12 +312,12 @@ def _sum(p: Any) -> float:
 def _min_max(p: Any, count: int, required: bool) -> tuple[float, float]:
     if not count:
         return math.inf, -math.inf
-    lo = float(p.min) if p.HasField("min") else -math.inf
-    hi = float(p.max) if p.HasField("max") else math.inf
-    if (p.HasField("min") and not math.isfinite(lo)) or (p.HasField("max") and
-                                                         not math.isfinite(hi)):
+    has_min, has_max = p.HasField("min"), p.HasField("max")
+    lo = p.min if has_min else -math.inf
+    hi = p.max if has_max else math.inf
+    if (has_min and not math.isfinite(lo)) or (has_max and not math.isfinite(hi)):
         raise ValueError(f"min {p.min} / max {p.max} are not finite")
-    if required and not (p.HasField("min") and p.HasField("max")):
+    if required and not (has_min and has_max):
         raise ValueError("min and max are required")
     if lo > hi:
         raise ValueError(f"min {lo} > max {hi}")
@@ -334,14 +346,10 @@ def sketch_from_point(p: Any) -> ExpHistogram:
         raise ValueError(f"bucket counts add up to {total}, the point says count={count}")
     if zero and p.zero_threshold != 0:
         raise ValueError(f"zero_threshold {p.zero_threshold} (only exact zeros are kept apart)")
-    size = max(len(pos), len(neg), 2)
-    h = ExpHistogram(max(160, size), MAX_SCALE)
-    h.scale = scale
-    h.positive, h.negative = pos, neg
-    h.zero_count, h.count = zero, count
-    h.sum = _sum(p)
-    h.min, h.max = _min_max(p, count, required=True)
-    return h
+    total_sum = _sum(p)
+    lo, hi = _min_max(p, count, required=True)
+    return ExpHistogram.of(scale, pos, neg, zero, count, total_sum, lo, hi,
+                           max(160, len(pos), len(neg)), MAX_SCALE)
 
 
 def explicit_from_point(p: Any) -> ExplicitHistogram:
@@ -386,10 +394,20 @@ def _signal(name: str, attrs: dict[str, Any]) -> str:
     return base
 
 
+@functools.lru_cache(maxsize=8192)  # the same few signals arrive in every upload
+def _histogram_signal(name: str, attrs: tuple[tuple[str, Any], ...]) -> str | None:
+    """The signal a histogram metric's point goes to, None when it cannot be stored."""
+    signal = _signal(name, dict(attrs))
+    if len(signal) > MAX_SIGNAL or not text_ok(signal):
+        return None
+    return signal
+
+
 def _check_time(p: Any, cumulative: bool = False) -> None:
-    for what in ("start_time_unix_nano", "time_unix_nano"):
-        if getattr(p, what) > MAX_TIME_NS:
-            raise ValueError(f"{what} {getattr(p, what)} is after 2262 (over 2^63-1 ns)")
+    if p.start_time_unix_nano > MAX_TIME_NS or p.time_unix_nano > MAX_TIME_NS:
+        what = "start_time_unix_nano" if p.start_time_unix_nano > MAX_TIME_NS \
+            else "time_unix_nano"
+        raise ValueError(f"{what} {getattr(p, what)} is after 2262 (over 2^63-1 ns)")
     if cumulative and not p.time_unix_nano:
         raise ValueError("a cumulative point needs time_unix_nano (its deltas are taken in "
                          "time order)")
@@ -478,15 +496,14 @@ def _series(scope: list[str], name: str, kind: str, attrs: str) -> str:
 def _metric(m: Any, up: Upload, out: Decoded, invalid: list[tuple[str, str, int]],
             scope: list[str]) -> None:
     kind = m.WhichOneof("data")
-    n = _count_points(m)
     if not text_ok(m.name) or len(m.name) > MAX_SIGNAL:
-        out.reject(n, f"metric name {m.name[:60]!r}: over {MAX_SIGNAL} characters, a NUL or "
+        out.reject(_count_points(m), f"metric name {m.name[:60]!r}: over {MAX_SIGNAL} characters, a NUL or "
                       "an unpaired surrogate")
         return
     if kind in ("exponential_histogram", "histogram"):
         data = getattr(m, kind)
         if data.aggregation_temporality not in (DELTA, CUMULATIVE):
-            out.reject(n, f"{m.name}: aggregation_temporality is unspecified")
+            out.reject(_count_points(m), f"{m.name}: aggregation_temporality is unspecified")
             return
         hkind = "exponential" if kind == "exponential_histogram" else "explicit"
         for p in data.data_points:
@@ -494,17 +511,17 @@ def _metric(m: Any, up: Upload, out: Decoded, invalid: list[tuple[str, str, int]
                              scope)
     elif kind == "sum":
         if not m.sum.is_monotonic:
-            out.reject(n, f"{m.name}: non-monotonic sums (UpDownCounter) are not stored; "
+            out.reject(_count_points(m), f"{m.name}: non-monotonic sums (UpDownCounter) are not stored; "
                           "send monotonic sums and histograms")
             return
         if m.sum.aggregation_temporality not in (DELTA, CUMULATIVE):
-            out.reject(n, f"{m.name}: aggregation_temporality is unspecified")
+            out.reject(_count_points(m), f"{m.name}: aggregation_temporality is unspecified")
             return
         for p in m.sum.data_points:
             _sum_point(m.name, m.sum.aggregation_temporality == DELTA, p, up, out, invalid,
                        scope)
     elif kind is not None:
-        out.reject(n, f"{m.name}: {kind} points are not stored (send histograms and monotonic "
+        out.reject(_count_points(m), f"{m.name}: {kind} points are not stored (send histograms and monotonic "
                       "sums)")
 
 
@@ -519,8 +536,8 @@ def _histogram_point(name: str, hkind: str, delta: bool, p: Any, up: Upload, out
         out.reject(1, f"{name}: {exc}")
         return
     attrs = _attrs(p.attributes)
-    signal = _signal(name, attrs)
-    if len(signal) > MAX_SIGNAL or not text_ok(signal):
+    signal = _histogram_signal(name, tuple(sorted(attrs.items())))
+    if signal is None:
         out.reject(1, f"{name}: the signal name with its attributes is over {MAX_SIGNAL} "
                       "characters or not storable text")
         return

@@ -141,9 +141,10 @@ def _histograms(rec: Any, wins: dict[str, Any], figs: Figures) -> list[dict[str,
 
 
 def _timeline(watch: Watch, rec: Any, span_s: float, step_s: float, end: float,
-              figs: Figures) -> dict[str, Any]:
-    """Drift (KS / threshold per signal), latency and fallbacks per step of the last span."""
-    steps = watch.timeline(rec, span_s, step_s, end=end)["steps"]
+              figs: Figures, live: bool = False) -> dict[str, Any]:
+    """Drift (KS / threshold per signal), latency and fallbacks per step of the last span
+    (`live`: the page shows the present, so the leader's precomputed timeline may serve)."""
+    steps = watch.timeline(rec, span_s, step_s, end=end, ready=live)["steps"]
     unit, per = ("h", 3600.0) if span_s >= 7200 else ("s", 1.0)
     kw: dict[str, Any] = {"xs": [(s["end"] - end) / per for s in steps],
                           "when": [_utc(s["end"]) for s in steps],
@@ -238,8 +239,8 @@ def _reference(watch: Watch, model: str, release: str | None, window_s: float, e
 
 
 def _view(watch: Watch, model: str, release: str | None, window_s: float, end: float,
-          span_s: float, step_s: float, baseline_s: float | None, figs: Figures
-          ) -> dict[str, Any]:
+          span_s: float, step_s: float, baseline_s: float | None, figs: Figures,
+          live: bool = False) -> dict[str, Any]:
     """Everything the page shows of one model (and release)."""
     rec, against = _reference(watch, model, release, window_s, end, baseline_s)
     wins = watch.windows(rec, end - window_s, end)  # read once: the check and the plots
@@ -250,7 +251,7 @@ def _view(watch: Watch, model: str, release: str | None, window_s: float, end: f
             "verdict": res["verdict"], "devices": res["devices"],
             "overall": _overall(ov) if ov else None,
             "histograms": _histograms(rec, wins, figs),
-            "timeline": _timeline(watch, rec, span_s, step_s, end, figs),
+            "timeline": _timeline(watch, rec, span_s, step_s, end, figs, live),
             "runtime": _runtime(ov["runtime"]) if ov else None,
             "segments": _segments(res["segments"]),
             "rollouts": _rollouts(watch, rec.model, figs),
@@ -285,8 +286,9 @@ def render(watch: Watch, model: str | None, release: str | None, window_s: float
     figs = Figures()
     view = None
     if model is not None:
-        end = time.time() if end is None else end
-        view = _view(watch, model, release, window_s, end, span_s, step_s, baseline_s, figs)
+        live, end = end is None, time.time() if end is None else end
+        view = _view(watch, model, release, window_s, end, span_s, step_s, baseline_s, figs,
+                     live)
     return _environment().get_template("report.html.j2").render(
         **nav, view=view, charts=figs.specs,
         javascript=charts.javascript() if figs.specs else "")

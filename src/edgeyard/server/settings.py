@@ -12,7 +12,7 @@ from .store import BUCKET_S
 class Settings:
     database: str
     max_body: int = 8 * 1024 * 1024
-    max_inflight: int = 32  # concurrent ingests before 503
+    max_inflight: int = 128  # concurrent ingests per worker before 503
     rate_per_key: float | None = None  # uploads per second per ingest key (None: no limit)
     bucket_s: int = BUCKET_S
     webhook: str | None = None
@@ -24,6 +24,10 @@ class Settings:
     poll_s: float = 300.0  # how often devices ask for their assignment (sent to them)
     rollout_tick_s: float | None = 10.0  # how often the rollout loop wakes (None: off)
     max_release_file: int = 2 * 1024 * 1024 * 1024  # one uploaded release file, bytes
+    precompute_every_s: float | None = 30.0  # the leader's look for closed buckets (None: off)
+    retention_s: float | None = None  # uploads and aggregates older than this are deleted
+    leader_retry_s: float = 5.0  # how often a follower tries to become the leader
+    discard: bool = False  # decode and answer, store nothing (the benchmark's null endpoint)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

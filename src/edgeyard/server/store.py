@@ -23,6 +23,7 @@ check inside the transaction keeps the retry exact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -125,7 +126,7 @@ def _write(engine: Engine) -> Connection:
     return engine.connect().execution_options(write=True)
 
 
-def _chunks(conn: Connection, items: Sequence[Any], per_item: int) -> Iterator[Sequence[Any]]:
+def chunks(conn: Connection, items: Sequence[Any], per_item: int) -> Iterator[Sequence[Any]]:
     """`items` in runs whose `per_item` parameters each fit one statement (with a margin for
     the statement's other parameters)."""
     size = max(1, (db.max_params(conn) - 32) // per_item)
@@ -154,7 +155,7 @@ def _locked_rows(conn: Connection, t: Any, key_cols: Sequence[str], keys: Sequen
             .where(*where).order_by(t.c.id).with_for_update(of=t)
         yield from conn.execute(q)
         return
-    for chunk in _chunks(conn, keys, len(key_cols)):
+    for chunk in chunks(conn, keys, len(key_cols)):
         q = select(*cols).where(*where, tuple_(*[t.c[c] for c in key_cols]).in_(chunk)) \
             .order_by(t.c.id).with_for_update()
         yield from conn.execute(q)
@@ -238,7 +239,7 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limi
     t = db.uploads
     ids = sorted({u.upload_id for u in uploads})
     known: set[str] = set()
-    for chunk in _chunks(conn, ids, 1):
+    for chunk in chunks(conn, ids, 1):
         known.update(conn.scalars(select(t.c.upload_id).where(t.c.upload_id.in_(chunk))))
     works: list[_Work | None] = []
     seen: set[str] = set()
@@ -301,6 +302,7 @@ def device_totals(engine: Engine, model: str, version: str, start: float, end: f
 # --- series and the per-app limit -------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65_536)  # the same few series arrive in every upload
 def _series_hash(kind: str, name: str, attrs: str = "") -> str:
     return hashlib.sha256(series_key(kind, name, attrs).encode("utf-8", "surrogatepass")
                           ).hexdigest()
@@ -335,7 +337,7 @@ def _admit_series(conn: Connection, fresh: list[_Work], limits: Limits, cache: S
         if not unknown:
             continue
         found: set[str] = set()
-        for chunk in _chunks(conn, unknown, 1):
+        for chunk in chunks(conn, unknown, 1):
             found.update(conn.scalars(select(t.c.key).where(t.c.model == model,
                                                             t.c.key.in_(chunk))))
         cache.known[model] |= found  # committed by earlier transactions
@@ -395,7 +397,7 @@ def _convert_cumulative(conn: Connection, fresh: list[_Work], now: float) -> Non
     t = db.cumulative_state
     keys = sorted({c.series for _, c in items})
     states: dict[str, cumulative.State] = {}
-    for chunk in _chunks(conn, keys, 1):  # the rows are the lock: one writer per series
+    for chunk in chunks(conn, keys, 1):  # the rows are the lock: one writer per series
         for r in conn.execute(select(t).where(t.c.series.in_(chunk)).order_by(t.c.series)
                               .with_for_update()):
             states[r.series] = cumulative.State(r.kind, r.start_ns, r.time_ns,

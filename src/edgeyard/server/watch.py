@@ -122,9 +122,9 @@ def histogram(rec: store.ReleaseRecord, name: str, cur: Sketch | None) -> dict[s
 
 class Watch:
     def __init__(self, engine: Engine, webhook: str | None = None,
-                 metrics: ServiceMetrics | None = None, policy: DriftPolicy | None = None
-                 ) -> None:
-        self.engine = engine
+                 metrics: ServiceMetrics | None = None, policy: DriftPolicy | None = None,
+                 bucket_s: int = store.BUCKET_S) -> None:
+        self.engine, self.bucket_s = engine, bucket_s
         self.webhook = webhook
         self.metrics = metrics
         self.policy = policy or DriftPolicy()
@@ -147,11 +147,31 @@ class Watch:
             else Window(rec.spec, int(start * 1e9))
         return {"all": whole, **per}
 
+    def ready(self, kind: str, rec: store.ReleaseRecord, span_s: float, step_s: float = 0.0
+              ) -> dict[str, Any] | None:
+        """The leader's result (`precompute.py`) of a registered release's check or timeline
+        over `span_s`, ending at the newest closed bucket (or the one before, while the leader
+        computes the next); None when there is none that fresh."""
+        from .precompute import get
+
+        if rec.baseline is not None or rec.release is None:
+            return None
+        newest = int(time.time() // self.bucket_s) * self.bucket_s
+        return get(self.engine, rec.model, rec.release, kind, span_s, step_s,
+                   not_before=newest - self.bucket_s)
+
     def check(self, rec: store.ReleaseRecord, window_s: float, end: float | None = None,
               profile: str | None = None, alert: bool = False,
-              windows: dict[str, Window] | None = None) -> dict[str, Any]:
+              windows: dict[str, Window] | None = None, ready: bool = False
+              ) -> dict[str, Any]:
         """Drift check of [end - window, end): the whole fleet and each segment. `windows`: the
-        result of `windows()` for that span, when the caller has it already."""
+        result of `windows()` for that span, when the caller has it already. `ready`: the
+        caller asks about the present (`end` is now), so the precomputed result may answer
+        when there is one (`ready()`; not for one `profile` or with `alert`)."""
+        if ready and profile is None and not alert and windows is None:
+            hit = self.ready("check", rec, window_s)
+            if hit is not None:
+                return hit
         end = time.time() if end is None else end
         start = end - window_s
         wins = self.windows(rec, start, end, profile) if windows is None else windows
@@ -176,10 +196,14 @@ class Watch:
         })
 
     def timeline(self, rec: store.ReleaseRecord, span_s: float, step_s: float,
-                 end: float | None = None) -> dict[str, Any]:
+                 end: float | None = None, ready: bool = False) -> dict[str, Any]:
         """Per step over [end - span, end): each signal's KS statistic and calibrated threshold
         (Gaussian null: an overview), the verdict, calls, fallbacks and latency quantiles (one
-        query for the whole span)."""
+        query for the whole span). `ready`: as for `check`."""
+        if ready:
+            hit = self.ready("timeline", rec, span_s, step_s)
+            if hit is not None:
+                return hit
         end = time.time() if end is None else end
         start = end - span_s
         n_steps = max(1, min(500, int(np.ceil(span_s / step_s))))

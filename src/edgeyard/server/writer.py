@@ -106,3 +106,22 @@ class GroupWriter:
         self._committed(len(batch))
         for (_, fut), res in zip(batch, results, strict=True):
             fut.set_result(res)
+
+
+class DiscardWriter(GroupWriter):
+    """Stores nothing and answers at once: `edgeyard serve --discard`, the null endpoint the
+    ingestion benchmark compares with (the same HTTP stack and decoding, no database write), so
+    that its ratio shows what storage costs."""
+
+    def __init__(self) -> None:  # no thread, no engine
+        self.batches = 0
+        self.isolated = 0
+
+    def submit(self, uploads: list[Upload]) -> Future[store.IngestResult]:
+        fut: Future[store.IngestResult] = Future()
+        fut.set_result(store.IngestResult(new=len(uploads),
+                                          points=sum(u.points for u in uploads)))
+        return fut
+
+    def close(self) -> None:
+        pass

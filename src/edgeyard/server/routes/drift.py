@@ -11,18 +11,36 @@ Drift is checked against a registered release's build-time reference (`release=`
 the app's own data of an earlier period (`baseline=7d`: the 7 days before the checked window),
 which is how apps that send plain OpenTelemetry metrics, with no release registered, are
 checked.
+
+Without `end=`, a check or timeline of a registered release over a span the leader keeps ready
+(1 h and 24 h checks, the 24 h timeline by hour) is answered from `drift_results`, computed when
+the newest bucket closed (`precompute.py`): it says so under `precomputed`; `fresh=true`
+computes it now.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import Engine
 
 from .. import store
 from ..watch import UnknownSignal
-from .deps import Admin, Baseline, Duration, End, EngineDep, WatchDep, now_or, seconds, span_steps
+from .deps import (
+    Admin,
+    Baseline,
+    Duration,
+    End,
+    EngineDep,
+    WatchDep,
+    now_or,
+    seconds,
+    span_steps,
+)
+
+Fresh = Annotated[bool, Query(description="compute it now, even where the leader has the "
+                                          "result of the newest closed bucket ready")]
 
 router = APIRouter()
 
@@ -41,20 +59,22 @@ def list_signals(engine: EngineDep, model: str) -> list[dict[str, Any]]:
 @router.get("/api/drift", dependencies=[Admin], summary="drift check over a time window")
 def drift(engine: EngineDep, watch: WatchDep, model: str, release: str | None = None,
           window: Duration = "1h", profile: str | None = None, end: End = None,
-          alert: bool = False, baseline: Baseline = None) -> dict[str, Any]:
+          alert: bool = False, baseline: Baseline = None, fresh: Fresh = False
+          ) -> dict[str, Any]:
     end_s, window_s = now_or(end), seconds(window)
     rec = _target(engine, model, release, baseline, end_s - window_s)
-    return watch.check(rec, window_s, end=end_s, profile=profile, alert=alert)
+    return watch.check(rec, window_s, end=end_s, profile=profile, alert=alert,
+                       ready=end is None and not fresh)
 
 
 @router.get("/api/timeline", dependencies=[Admin], summary="drift statistics per time step")
 def timeline(engine: EngineDep, watch: WatchDep, model: str, release: str | None = None,
              span: Duration = "24h", step: Duration = "1h", end: End = None,
-             baseline: Baseline = None) -> dict[str, Any]:
+             baseline: Baseline = None, fresh: Fresh = False) -> dict[str, Any]:
     span_s, step_s = span_steps(span, step)
     end_s = now_or(end)
     rec = _target(engine, model, release, baseline, end_s - span_s)
-    return watch.timeline(rec, span_s, step_s, end=end_s)
+    return watch.timeline(rec, span_s, step_s, end=end_s, ready=end is None and not fresh)
 
 
 @router.get("/api/signal", dependencies=[Admin], summary="one signal: reference vs production")

@@ -1,0 +1,150 @@
+"""Several worker processes behind one port: `edgeyard serve --workers N`.
+
+Python runs one thread at a time per process, and decoding a device's window is CPU work, so
+one process uses one core. Each worker is a whole, stateless service (its own event loop,
+group writer and caches) that binds the port with `SO_REUSEPORT`: the kernel spreads incoming
+connections over the workers, and a worker that dies takes only its own connections with it
+(clients reconnect and reach another). What must happen once (scheduled drift checks, rollout
+decisions, precomputed results, retention) runs on the one worker that holds the leader lock
+(`leader.py`), on this host or any other serving the same PostgreSQL database.
+
+The supervisor (the process `edgeyard serve` started) starts the workers, starts a worker
+again when one exits without being asked to (after a second; it logs the exit), and on SIGTERM
+or Ctrl-C asks each to stop (SIGTERM: uvicorn finishes the requests in flight) and kills those
+still running after `grace_s`.
+
+Per worker, not per service: the Prometheus metrics at /metrics (scrape each worker, or read
+the database's figures), the per-key rate limit (`--rate-per-key` applies per worker) and the
+in-flight limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .settings import Settings
+
+log = logging.getLogger("edgeyard.server")
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port that other processes may bind as well (the kernel
+    balances connections between them)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this platform has no SO_REUSEPORT: run one worker (--workers 1)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(settings: Settings, host: str, port: int) -> None:
+    """One worker: the whole service on its own SO_REUSEPORT socket (a child process)."""
+    import uvicorn
+
+    from .app import create_app
+    from .cli import _log_to_stderr
+
+    _die_with_parent()
+    _log_to_stderr()
+    sock = reuse_port_socket(host, port)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even by `kill -9` (no orphan
+    keeps the port)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, host: str, port: int, workers: int,
+                 grace_s: float = 30.0) -> None:
+        self.settings, self.host, self.port, self.n = settings, host, port, workers
+        self.grace_s = grace_s
+        self.ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.procs: list[BaseProcess] = []
+        self.restarts = 0
+        self._stopping = False
+
+    def _start_one(self) -> BaseProcess:
+        p = self.ctx.Process(target=run_worker, args=(self.settings, self.host, self.port),
+                             name="edgeyard-worker", daemon=False)
+        p.start()
+        return p
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def run(self) -> None:
+        """Start the workers and keep them running until SIGTERM / SIGINT."""
+        def stop(signum: int, _frame: Any) -> None:
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.procs = [self._start_one() for _ in range(self.n)]
+        print(f"workers: {', '.join(str(p) for p in self.pids())}", flush=True)
+        try:
+            while not self._stopping:
+                time.sleep(0.2)
+                for i, p in enumerate(self.procs):
+                    if p.is_alive() or self._stopping:
+                        continue
+                    log.warning("worker %s exited with %s: starting another", p.pid, p.exitcode)
+                    time.sleep(1.0)
+                    self.procs[i] = self._start_one()
+                    self.restarts += 1
+                    print(f"worker {p.pid} exited ({p.exitcode}); started {self.procs[i].pid}",
+                          flush=True)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.grace_s
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
+    """What `edgeyard serve --workers N` runs after migrating the database and making keys."""
+    try:
+        reuse_port_socket(host, port).close()  # fail here, once, when the port is taken
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        raise SystemExit(4) from None
+    Supervisor(settings, host, port, workers).run()
+
+
+__all__ = ["Supervisor", "reuse_port_socket", "run_worker", "serve_workers"]
