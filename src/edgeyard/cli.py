@@ -95,7 +95,7 @@ def build(
 ) -> None:
     """Build and verify a release from a config file. Exit 0 built, 1 a target FAILED or a
     profile has nothing to ship, 4 bad input (config, model, data, profile) or an unreachable
-    Ray cluster, 5 a missing extra (`--executor ray://...` needs `pip install 'edgeyard[ray]'`)."""
+    Ray cluster, 5 a missing extra (`--executor ray...` needs the `ray` extra)."""
     from .builder.pipeline import build as run_build
     from .config import load_arrays, load_config
 
