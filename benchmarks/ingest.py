@@ -1,27 +1,35 @@
-"""How many device windows per second the ingestion service takes, and what a day's check costs.
+"""How many device windows per second the ingestion service takes, against the same HTTP stack
+storing nothing, and what a day of 10,000 devices costs to check and to keep.
 
 Method
 - Payload: windows of a synthetic model with 20 sketched signals (an input of shape [1, 3, 8, 8]:
   mean, std, min, max, 3 channel means, 10 random projections; top-1 confidence and entropy of
   10 softmax outputs; latency) plus its counters, 100 calls per window, values drawn from a
   seeded generator (numpy; no data set needed), encoded by the collector's own OTLP code: about
-  6 kB of protobuf per window. Every window has its own upload id.
-- Server: `edgeyard serve` in its own process (uvicorn, one worker), on SQLite (a file, WAL,
-  synchronous=FULL) and on PostgreSQL 15 (a server this script starts with initdb/pg_ctl in a
-  temp dir; default durability, synchronous_commit=on). Every 200 is sent after the commit.
-- Load: a separate load-generator process (`--generate`) with `--connections` keep-alive HTTP
-  connections (threads), each posting one window per request, as fast as the answers come. Two
-  seconds of warm-up, then `--seconds` of measurement; repeated `--repeats` times; reported:
-  the median uploads/s over repeats, and the median and p99 request latency of the last repeat.
-  Also one run with 16 windows per request (what a device sends after an outage).
-- Drift check over a day: 288 five-minute buckets of windows (one window per bucket and per
-  segment, 2 segments) are ingested with start times over the last 24 h; then, with the
-  server's caches cold and then warm, `GET /api/drift?window=24h` (merges 288 x 20 aggregates
-  per segment, then the test) and `GET /api/timeline?span=24h&step=1h` (24 checks) are timed;
-  median of 5.
-- The machine: 2 cores shared by the server, the database and the load generator.
+  6 kB of protobuf per window, one window per request. Every request has its own upload id.
+- Server: `edgeyard serve --workers W` (W worker processes behind one port, SO_REUSEPORT), on
+  SQLite (a file, WAL, synchronous=FULL) and on PostgreSQL 15 (a server this script starts
+  with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent after the commit.
+  The null endpoint is the same command with `--discard`: the same HTTP stack, key check and
+  decoding, then 200 without storing; the ratio stored / null is what storage costs.
+- Load: a separate load-generator process (`--generate`): an asyncio (uvloop) client with
+  `--connections` keep-alive HTTP/1.1 connections, each posting a window as soon as the answer
+  to the last one came. Two seconds of warm-up, then `--seconds` of measurement, `--repeats`
+  times: the median uploads/s; p50 / p99 latency of the median run. After each stored run, the
+  database's upload count is compared with the 200s the generator counted (lost: acknowledged
+  but not stored).
+- A day of 10,000 devices: 288 five-minute buckets x 2 device profiles; each bucket's
+  aggregate is one real window's sketches with every count scaled by the 5,000 devices of its
+  profile (what merging 5,000 windows of that distribution gives), ingested through the store,
+  and 2,880,000 rows of the per-window upload ledger (10,000 devices x 288 windows: what the
+  server keeps per window for de-duplication, device counts and rollouts) bulk-inserted. Then
+  the service is started (W workers) and timed, cold: the day check computed live
+  (`/api/drift?window=24h&fresh=true`), what the leader took to compute it ahead
+  (`--precompute-every 2`), and, after a restart, `/api/drift?window=24h` and the HTML report
+  answered from the precomputed result. Storage: the database's size on disk / 10,000.
+- The machine: 2 cores shared by the server's workers, the database and the load generator.
 
-    python benchmarks/ingest.py [--seconds 15] [--repeats 3] [--connections 8]
+    python benchmarks/ingest.py [--seconds 10] [--repeats 3] [--workers 2] [--day-devices 10000]
 
 Writes benchmarks/results/ingest.json and .md.
 """
@@ -29,14 +37,14 @@ Writes benchmarks/results/ingest.json and .md.
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -63,7 +71,9 @@ def data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, logits
 
 
-def window_bytes(rng: np.random.Generator, start_ns: int, profile: str = "bench-board") -> bytes:
+def window(rng: np.random.Generator, start_ns: int, profile: str = "bench-board",
+           device: str | None = None, upload_id: str | None = None) -> bytes:
+    """One collector window (a serialized ResourceMetrics)."""
     x, y = data(rng, 100)
     w = Window(SPEC, start_ns)
     w.add_batch(PROJECTOR, [x], [y])
@@ -73,205 +83,345 @@ def window_bytes(rng: np.random.Generator, start_ns: int, profile: str = "bench-
     w.end_ns = start_ns + 60 * 10**9
     attrs = {"service.name": "edgeyard-device", "edgeyard.model": "bench",
              "edgeyard.release": "1.0", "edgeyard.profile": profile,
-             "edgeyard.device_id": uuid.uuid4().hex[:32], "edgeyard.upload_id": uuid.uuid4().hex}
+             "edgeyard.device_id": device or uuid.uuid4().hex[:32],
+             "edgeyard.upload_id": upload_id or uuid.uuid4().hex}
     return otlp.window_bytes(w, attrs)
 
 
 # --- the load generator (its own process) -----------------------------------------------------
 
 
-def generate(url: str, key: str, seconds: float, connections: int, per_request: int) -> dict:
+def generate(url: str, key: str, seconds: float, connections: int) -> dict:
+    """Post windows over `connections` keep-alive connections; what came back."""
+    import uvloop
+
     rng = np.random.default_rng(os.getpid())
-    now = time.time_ns()
-    pool = [window_bytes(rng, now) for _ in range(64)]  # bodies differ only by upload id below
-
-    def body() -> bytes:
-        from opentelemetry.proto.metrics.v1 import metrics_pb2
-
-        parts = []
-        for _ in range(per_request):
-            rm = metrics_pb2.ResourceMetrics()
-            rm.ParseFromString(pool[int(rng.integers(len(pool)))])
-            for kv in rm.resource.attributes:
-                if kv.key == "edgeyard.upload_id":
-                    kv.value.string_value = uuid.uuid4().hex
-            parts.append(rm.SerializeToString())
-        return otlp.join(parts)
-
-    host = url.split("//")[1]
-    bodies = [body() for _ in range(400)]
+    ids = [uuid.uuid4().hex.encode() for _ in range(64)]
+    pool = [otlp.join([window(rng, time.time_ns(), upload_id=i.decode())]) for i in ids]
+    host, port = url.split("//")[1].split(":")
+    head = (f"POST /v1/metrics HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf"
+            f"\r\nAuthorization: Bearer {key}\r\nContent-Length: ").encode()
     lat: list[float] = []
-    counts = {"ok": 0, "other": 0}
-    lock = threading.Lock()
-    start = time.monotonic()
-    warm_end, end = start + 2.0, start + 2.0 + seconds
+    counts = {"ok": 0, "ok_total": 0, "other": 0}
 
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection(host, timeout=30)
+    def request(i: int) -> bytes:  # a fresh upload id in a pooled body (ids are fixed-length)
+        body = pool[i % 64].replace(ids[i % 64], uuid.uuid4().hex.encode())
+        return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+    async def connection(k: int, warm_end: float, end: float) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
         i = k
-        while True:
-            t = time.monotonic()
-            if t >= end:
-                break
-            conn.request("POST", "/v1/metrics", body=bodies[i % len(bodies)], headers={
-                "Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"})
-            resp = conn.getresponse()
-            resp.read()
-            t1 = time.monotonic()
+        while (t := time.perf_counter()) < end:
+            writer.write(request(i))
             i += connections
+            head_bytes = await reader.readuntil(b"\r\n\r\n")
+            status = int(head_bytes[9:12])
+            length = 0
+            for line in head_bytes.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            counts["ok_total" if status == 200 else "other"] += 1
             if t >= warm_end:
-                with lock:
-                    counts["ok" if resp.status == 200 else "other"] += 1
-                    lat.append(t1 - t)
-        conn.close()
+                lat.append(time.perf_counter() - t)
+                counts["ok"] += status == 200
+        writer.close()
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    async def run() -> None:
+        start = time.perf_counter()
+        warm_end, end = start + 2.0, start + 2.0 + seconds
+        await asyncio.gather(*(connection(k, warm_end, end) for k in range(connections)))
+
+    uvloop.run(run())
     lat.sort()
-    return {"requests_ok": counts["ok"], "requests_other": counts["other"],
-            "uploads_per_s": counts["ok"] * per_request / seconds,
+    return {"uploads_per_s": counts["ok"] / seconds, "acknowledged": counts["ok_total"],
+            "refused": counts["other"],
             "latency_p50_ms": 1e3 * lat[len(lat) // 2] if lat else None,
             "latency_p99_ms": 1e3 * lat[int(len(lat) * 0.99)] if lat else None}
 
 
-def load(url: str, key: str, seconds: float, connections: int, per_request: int) -> dict:
+def load(url: str, key: str, seconds: float, connections: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--generate", url, "--key", key, "--seconds",
-                          str(seconds), "--connections", str(connections), "--per-request",
-                          str(per_request)], capture_output=True, text=True, check=True)
+                          str(seconds), "--connections", str(connections)],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --- the server side --------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, database: str | None) -> tuple[subprocess.Popen, str]:
-    import socket
+class Server:
+    def __init__(self, data_dir: Path, database: str | None, workers: int, *extra: str) -> None:
+        import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "edgeyard.cli", "serve", "--port", str(port), "--data-dir",
-           str(data_dir), "--check-every", "0"] + (["--database", database] if database else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and "listening" in proc.stdout.readline()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, url
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        cmd = [sys.executable, "-m", "edgeyard.cli", "serve", "--port", str(self.port),
+               "--data-dir", str(data_dir), "--check-every", "0", "--rollout-tick", "0",
+               "--workers", str(workers), *extra] + (["--database", database] if database else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        assert self.proc.stdout is not None and "listening" in self.proc.stdout.readline()
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(1.0 * workers)  # the other workers start too
+
+    def key(self, kind: str) -> str:
+        return (self.data_dir / f"{kind}.key").read_text().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
 
 
-def call(url: str, key: str, path: str, body: bytes | None = None, ctype: str = "application/json"
-         ) -> bytes:
+def call(url: str, key: str, path: str, body: bytes | None = None,
+         ctype: str = "application/json") -> bytes:
     req = urllib.request.Request(url + path, data=body, method="POST" if body else "GET",
                                  headers={"Authorization": f"Bearer {key}", "Content-Type": ctype})
-    with urllib.request.urlopen(req, timeout=300) as resp:
+    with urllib.request.urlopen(req, timeout=600) as resp:
         return bytes(resp.read())
 
 
-def day_of_windows(url: str, ingest: str, admin: str) -> dict:
+def timed(url: str, key: str, path: str) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    out = call(url, key, path)
+    return time.perf_counter() - t0, out
+
+
+def uploads_stored(database: str, data_dir: Path) -> int:
+    from edgeyard.server import db, store
+
+    engine = db.make_engine(database or db.default_url(data_dir))
+    try:
+        return store.upload_count(engine)
+    finally:
+        engine.dispose()
+
+
+def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace) -> dict:
+    """Stored and null-endpoint runs for each connection count."""
+    out: dict = {}
+    for mode in ("stored", "null"):
+        data_dir = tmp / f"{name}-{mode}"
+        server = Server(data_dir, database if mode == "stored" else None, args.workers,
+                        *(["--discard"] if mode == "null" else []))
+        try:
+            key = server.key("ingest")
+            for conns in args.connections:
+                runs = [load(server.url, key, args.seconds, conns) for _ in range(args.repeats)]
+                runs.sort(key=lambda r: r["uploads_per_s"])
+                out[f"{mode}_{conns}"] = {**runs[len(runs) // 2], "runs": runs}
+                print(name, mode, conns, round(runs[len(runs) // 2]["uploads_per_s"]), flush=True)
+        finally:
+            server.stop()
+        if mode == "stored":
+            acked = sum(r["acknowledged"] for k, v in out.items() if k.startswith("stored")
+                        for r in v["runs"])
+            out["acknowledged"] = acked
+            out["stored"] = uploads_stored(database, data_dir)
+            out["lost"] = acked - min(acked, out["stored"])
+    return out
+
+
+# --- a day of 10,000 devices ----------------------------------------------------------------
+
+
+def scaled(u, k: int):  # noqa: ANN001, ANN201  (a decode.Upload)
+    """The upload as if `k` devices had each sent it: every count and sum times k."""
+    for h in u.sketches.values():
+        h.positive.counts *= k
+        h.negative.counts *= k
+        h.zero_count *= k
+        h.count *= k
+        h.sum *= k
+        h.missing *= k
+        h.non_finite *= k
+    u.counters = {key: v * k for key, v in u.counters.items()}
+    return u
+
+
+def fill_day(database: str, data_dir: Path, devices: int) -> dict:
+    """Register the release, ingest the day's aggregates and bulk-load its upload ledger."""
+    from sqlalchemy import insert
+
+    from edgeyard.server import db, decode, store
+
+    engine = db.make_engine(database or db.default_url(data_dir))
+    db.migrate(engine)
     rng = np.random.default_rng(1)
     x, y = data(rng, 400)
     ref = reference_window(SPEC, [x], [y])
     ref.sketches["latency_ms"].update(rng.lognormal(0, 0.3, 400))
     manifest = {"model": {"name": "bench", "version": "1.0"}, "evaluation": {},
                 "telemetry": {"projections": SPEC}}
-    call(url, admin, "/api/releases", json.dumps({"manifest": manifest,
-                                                  "reference": ref.to_json()}).encode())
+    store.register_release(engine, manifest, ref.to_json())
     now = time.time()
-    parts = []
-    for b in range(288):
-        for profile in ("board-a", "board-b"):
-            start = int((now - 86400 + 300 * b + 10) * 1e9)
-            parts.append(window_bytes(rng, start, profile))
-    for i in range(0, len(parts), 16):
-        call(url, ingest, "/v1/metrics", otlp.join(parts[i : i + 16]), "application/x-protobuf")
-    out = {}
-    for name, path in (("drift_24h", "/api/drift?model=bench&release=1.0&window=24h"),
-                       ("timeline_24h_by_hour",
-                        "/api/timeline?model=bench&release=1.0&span=24h&step=1h")):
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            call(url, admin, path)
-            times.append(time.perf_counter() - t0)
-        out[name] = {"first_s": times[0], "median_s": statistics.median(times)}
+    starts = [now - 86400 + 300 * (b + 1) for b in range(288)]  # within a day of now
+    profiles = ("board-a", "board-b")
+    t0 = time.perf_counter()
+    for s in starts:
+        ups = []
+        for p in profiles:
+            body = otlp.join([window(rng, int(s * 1e9), p)])
+            (u,) = decode.read(body, "application/x-protobuf", None, 1 << 24).uploads
+            ups.append(scaled(u, devices // len(profiles)))
+        store.ingest(engine, ups)
+    aggregates_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = ({"upload_id": uuid.uuid4().hex, "model": "bench", "release": "1.0",
+             "profile": profiles[d % 2], "device_id": f"device-{d:06d}", "received_at": s + 70,
+             "start_ns": int(s * 1e9), "end_ns": int((s + 60) * 1e9), "points": 26,
+             "calls": 100, "fallbacks": 0, "errors": 0}
+            for s in starts for d in range(devices))
+    batch: list[dict] = []
+    with engine.connect().execution_options(write=True) as conn:
+        for r in rows:
+            batch.append(r)
+            if len(batch) == 50_000:
+                with conn.begin():
+                    conn.execute(insert(db.uploads), batch)
+                batch = []
+        if batch:
+            with conn.begin():
+                conn.execute(insert(db.uploads), batch)
+    ledger_s = time.perf_counter() - t0
+    size = storage_bytes(engine, database, data_dir)
+    engine.dispose()
+    return {"devices": devices, "windows": devices * 288, "aggregates_load_s": aggregates_s,
+            "ledger_load_s": ledger_s, "bytes": size, "bytes_per_device_day": size / devices}
+
+
+def storage_bytes(engine, database: str | None, data_dir: Path) -> int:  # noqa: ANN001
+    from sqlalchemy import text
+
+    if database:
+        with engine.connect() as conn:
+            return int(conn.scalar(text("SELECT pg_database_size(current_database())")))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(f.stat().st_size for f in data_dir.glob("edgeyard.db*"))
+
+
+def day(tmp: Path, name: str, database: str | None, args: argparse.Namespace) -> dict:
+    data_dir = tmp / f"{name}-day"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = fill_day(database or "", data_dir, args.day_devices)
+    check = "/api/drift?model=bench&release=1.0&window=24h"
+    server = Server(data_dir, database, args.workers, "--precompute-every", "2")
+    try:
+        admin = server.key("admin")
+        out["live_cold_s"], _ = timed(server.url, admin, check + "&fresh=true")
+        out["live_warm_s"], _ = timed(server.url, admin, check + "&fresh=true")
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:  # the leader computes the day ahead
+            res = json.loads(call(server.url, admin, check))
+            if "precomputed" in res:
+                out["leader_compute_s"] = res["precomputed"]["seconds"]
+                out["devices_counted"] = res["devices"]
+                break
+            time.sleep(2)
+    finally:
+        server.stop()
+    server = Server(data_dir, database, args.workers, "--precompute-every", "0")
+    try:  # a fresh process: nothing cached
+        admin = server.key("admin")
+        out["precomputed_cold_s"], body = timed(server.url, admin, check)
+        assert "precomputed" in json.loads(body)
+        out["precomputed_warm_s"], _ = timed(server.url, admin, check)
+        out["report_page_cold_s"], _ = timed(server.url, admin, "/?model=bench&release=1.0")
+    finally:
+        server.stop()
+    print(name, "day", json.dumps(out), flush=True)
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--per-request", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--connections", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--day-devices", type=int, default=10_000)
+    ap.add_argument("--skip-day", action="store_true")
     ap.add_argument("--generate", metavar="URL")
     ap.add_argument("--key")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     if args.generate:
-        print(json.dumps(generate(args.generate, args.key, args.seconds, args.connections,
-                                  args.per_request)))
+        print(json.dumps(generate(args.generate, args.key, args.seconds, args.connections[0])))
         return 0
     from pg import PostgresServer
 
-    results: dict = {"method": __doc__, "signals_per_window": len(SPEC["signals"]) + 1}
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = None if PostgresServer.available() else PostgresServer().start()
-        backends = {"sqlite": None}
+    results: dict = {"method": __doc__, "signals_per_window": len(SPEC["signals"]) + 1,
+                     "workers": args.workers, "cores": os.cpu_count()}
+    tmp = Path(tempfile.mkdtemp(prefix="edgeyard-ingest-"))
+    pg = None if PostgresServer.available() else PostgresServer().start()
+    try:
+        backends: dict[str, str | None] = {"sqlite": None}
         if pg is not None:
             backends["postgresql"] = pg.create_database()
-        try:
-            for name, database in backends.items():
-                proc, url = start_server(Path(tmp) / name, database)
-                try:
-                    ingest = (Path(tmp) / name / "ingest.key").read_text().strip()
-                    admin = (Path(tmp) / name / "admin.key").read_text().strip()
-                    runs = [load(url, ingest, args.seconds, args.connections, 1)
-                            for _ in range(args.repeats)]
-                    batched = load(url, ingest, args.seconds, args.connections, 16)
-                    results[name] = {
-                        "uploads_per_s_median": statistics.median(r["uploads_per_s"] for r in runs),
-                        "runs": runs, "batched_16": batched,
-                        "day": day_of_windows(url, ingest, admin),
-                    }
-                    print(name, json.dumps(results[name]["uploads_per_s_median"]), flush=True)
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=30)
-        finally:
-            if pg is not None:
-                pg.stop()
-    window = window_bytes(np.random.default_rng(0), time.time_ns())
-    results["window_bytes"] = len(window)
+        for name, database in backends.items():
+            results[name] = {"throughput": throughput(tmp, name, database, args)}
+            if not args.skip_day:
+                day_db = pg.create_database() if name == "postgresql" and pg else None
+                results[name]["day"] = day(tmp, name, day_db, args)
+    finally:
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["window_bytes"] = len(window(np.random.default_rng(0), time.time_ns()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(results, indent=2))
-    md = ["| database | uploads/s (1 window per request) | p50 / p99 ms | uploads/s (16 per "
-          "request) | drift check 24 h (cold / warm) | timeline 24 h by hour (cold / warm) |",
-          "|---|---|---|---|---|---|"]
+    md = markdown(results, args)
+    (out / "ingest.md").write_text(md)
+    print(md)
+    return 0
+
+
+def markdown(results: dict, args: argparse.Namespace) -> str:
+    md = ["| database | connections | uploads/s stored | p50 / p99 ms | uploads/s null endpoint "
+          "| stored / null |", "|---|---|---|---|---|---|"]
     for name in ("sqlite", "postgresql"):
-        r = results.get(name)
+        r = results.get(name, {}).get("throughput")
         if not r:
             continue
-        last, day = r["runs"][-1], r["day"]
-        md.append(f"| {name} | {r['uploads_per_s_median']:.0f} | {last['latency_p50_ms']:.1f} / "
-                  f"{last['latency_p99_ms']:.1f} | {r['batched_16']['uploads_per_s']:.0f} | "
-                  f"{day['drift_24h']['first_s']:.2f} / {day['drift_24h']['median_s']:.2f} s | "
-                  f"{day['timeline_24h_by_hour']['first_s']:.2f} / "
-                  f"{day['timeline_24h_by_hour']['median_s']:.2f} s |")
-    md.append(f"\n{results['signals_per_window']} signals per window, {len(window):,} bytes of "
-              f"protobuf per window; {args.connections} connections; 2 cores shared by server, "
-              "database and load generator.")
-    (out / "ingest.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+        for c in args.connections:
+            s, n = r[f"stored_{c}"], r[f"null_{c}"]
+            md.append(f"| {name} | {c} | {s['uploads_per_s']:,.0f} | {s['latency_p50_ms']:.1f} / "
+                      f"{s['latency_p99_ms']:.1f} | {n['uploads_per_s']:,.0f} | "
+                      f"{s['uploads_per_s'] / n['uploads_per_s']:.2f} |")
+    md.append("")
+    for name in ("sqlite", "postgresql"):
+        r = results.get(name, {}).get("throughput")
+        if r:
+            md.append(f"- {name}: {r['acknowledged']:,} uploads acknowledged, {r['stored']:,} "
+                      f"stored, {r['lost']} lost.")
+    md += ["", "| database | devices x windows | day check live (cold / warm) | leader's "
+           "compute | day check precomputed (cold / warm) | report page cold | storage per "
+           "device-day |", "|---|---|---|---|---|---|---|"]
+    for name in ("sqlite", "postgresql"):
+        d = results.get(name, {}).get("day")
+        if not d:
+            continue
+        md.append(f"| {name} | {d['devices']:,} x 288 | {d['live_cold_s']:.2f} / "
+                  f"{d['live_warm_s']:.2f} s | {d.get('leader_compute_s', float('nan')):.2f} s | "
+                  f"{d['precomputed_cold_s'] * 1e3:.0f} / {d['precomputed_warm_s'] * 1e3:.0f} ms"
+                  f" | {d['report_page_cold_s']:.2f} s | {d['bytes_per_device_day'] / 1024:.1f}"
+                  " KiB |")
+    md.append(f"\n{results['signals_per_window']} signals per window, "
+              f"{results['window_bytes']:,} bytes of protobuf per window, one window per "
+              f"request; {results['workers']} workers; {results['cores']} cores shared by the "
+              "workers, the database and the load generator.")
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

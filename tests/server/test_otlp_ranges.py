@@ -215,8 +215,11 @@ def check_stored(server) -> int:
     from edgeyard.server.decode import MAX_COUNT, MAX_COUNTER
     from edgeyard.telemetry import ExpHistogram
 
+    from edgeyard.server import store
+
     engine = engine_of(server)
     try:
+        store.settle(engine)  # what the server appended and has yet to merge
         with engine.connect() as conn:
             sketches = [deserialize_any(b) for b in conn.scalars(select(db.aggregates.c.sketch))]
             values = list(conn.scalars(select(db.counters.c.value)))

@@ -160,3 +160,55 @@ def test_the_null_endpoint_decodes_and_answers_but_stores_nothing(engine, keys):
                                    "Authorization": f"Bearer {keys['ingest']}"})
         assert bad.status_code == 400  # it decodes what it answers
     assert store.upload_count(engine) == 0
+
+
+def test_appended_windows_compact_into_the_same_aggregates_as_a_direct_merge(database_url,
+                                                                             tmp_path):
+    """`append_requests` + `compact` (the server's path) store what `ingest_requests` (merge in
+    the request's transaction) stores; a merge that would pass 2^63-1 is refused at compaction
+    and taken off the upload's points; `settle` leaves nothing pending."""
+    from sqlalchemy import select
+
+    from edgeyard.server import db, decode, store
+
+    now = time.time()
+    rng = np.random.default_rng(3)
+    bodies = [_window(now - 600 * i, rng.normal(i, 1 + i, 200)) for i in range(6)] * 2  # + retries
+    requests = [decode.read(b, "application/x-protobuf", None, 1 << 20).uploads for b in bodies]
+    direct = db.make_engine(f"sqlite:///{tmp_path / 'direct.db'}")
+    db.migrate(direct)
+    appended = db.make_engine(database_url)
+    db.migrate(appended)
+    try:
+        store.ingest_requests(direct, requests)
+        res = store.append_requests(appended, requests[:7]) + \
+            store.append_requests(appended, requests[7:])
+        assert sum(r.new for r in res) == 6 and sum(r.duplicates for r in res) == 6
+        assert store.compact(appended, limit=4).uploads == 4
+        assert store.settle(appended) == 2
+        with appended.connect() as conn:
+            assert conn.scalar(select(db.pending.c.seq)) is None
+        for e in (direct, appended):
+            assert store.signals(e, "app", "1.0", 0, 2**40, by_bucket=True) == \
+                store.signals(direct, "app", "1.0", 0, 2**40, by_bucket=True)
+            assert store.counter_rows(e, "app", "1.0", 0, 2**40, by_bucket=True) == \
+                store.counter_rows(direct, "app", "1.0", 0, 2**40, by_bucket=True)
+        # a counter the stored sum cannot take: refused when merged
+        over = resource_metrics([sum_metric("edgeyard.calls", [sum_point(
+            2**63 - 1, start=int((now - 3000) * 1e9), time=int((now - 2940) * 1e9),
+            point_attrs={"engine": "onnx-fp32"})])], model="app", release="1.0",
+            **{"edgeyard.profile": "board", "edgeyard.device_id": "d1"})
+        (up,) = decode.read(request(over).SerializeToString(), "application/x-protobuf", None,
+                            1 << 20).uploads
+        (r,) = store.append_requests(appended, [[up]])
+        assert r.rejected == 0  # answered at append
+        assert store.settle(appended) == 1
+        with appended.connect() as conn:
+            points = conn.scalar(select(db.uploads.c.points)
+                                 .where(db.uploads.c.upload_id == up.upload_id))
+        assert points == 0  # its one point was refused by the merge
+        assert store.counter_rows(appended, "app", "1.0", 0, 2**40) == \
+            store.counter_rows(direct, "app", "1.0", 0, 2**40)
+    finally:
+        direct.dispose()
+        appended.dispose()

@@ -86,8 +86,10 @@ def test_values_of_the_issue_are_refused_per_point_and_poison_nothing(server):
 def test_counters_near_2_63_are_exact_or_refused(server):
     rejected, message = send(server, sum_metric("n", [sum_point(I64), sum_point(I64)]))
     assert rejected == 1 and "2^63-1" in message  # two in one upload: the second is refused
+    # the stored sum would pass 2^63-1: the merge refuses the point (store.compact logs it and
+    # takes it off the upload's points); the request was answered when the window was appended
     rejected, message = send(server, sum_metric("n", [sum_point(1)]))
-    assert rejected == 1 and "2^63-1" in message  # the stored sum would pass it
+    assert rejected == 0
     assert send(server, sum_metric("m", [sum_point(float(2**62))]))[0] == 0
     assert send(server, sum_metric("m", [sum_point(2**62 - 1)]))[0] == 0
     from edgeyard.server import store

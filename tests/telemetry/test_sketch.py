@@ -166,3 +166,17 @@ def test_saved_v1_file_still_loads():
     h = ExpHistogram.deserialize((DATA / "exphist_v1.bin").read_bytes())
     expected = ExpHistogram().update(np.concatenate([np.arange(-50, 51) / 7.0, [np.nan]]))
     assert h == expected
+
+
+def test_sketches_as_plain_parts_round_trip_and_merge_like_merge_all():
+    """The server's pending windows: `to_parts` / `from_parts` round-trip exactly, and
+    `merge_parts` (counts joined as bytes) equals `merge_all` of the sketches."""
+    rng = np.random.default_rng(7)
+    hs = [ExpHistogram(max_size=s).update(rng.normal(m, w, n)) for s, m, w, n in
+          ((160, 0, 1, 500), (160, 5, 0.01, 300), (40, -3, 100, 200), (160, 0, 1e-6, 50))]
+    hs.append(ExpHistogram().update([0.0, np.nan, np.inf, 2.0]))
+    hs.append(ExpHistogram())
+    for h in hs:
+        assert ExpHistogram.from_parts(h.to_parts()) == h
+    assert ExpHistogram.merge_parts([h.to_parts() for h in hs]) == ExpHistogram.merge_all(hs)
+    assert ExpHistogram.merge_parts([hs[0].to_parts()]) == ExpHistogram.merge_all(hs[:1])

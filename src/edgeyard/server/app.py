@@ -59,6 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import store
+from .compactor import Compactor
 from .errors import RefusalLog
 from .leader import Leadership
 from .metrics import ServiceMetrics
@@ -69,7 +70,7 @@ from .routes.deps import KeyCache
 from .routes.ingest import RateLimiter, otlp_metrics
 from .settings import Settings
 from .watch import Watch, parse_duration
-from .writer import DiscardWriter, GroupWriter
+from .writer import DiscardWriter, GroupWriter, LoopWriter
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -101,9 +102,11 @@ def _set_state(app: FastAPI, settings: Settings, engine: Engine) -> None:
     s.settings, s.engine = settings, engine
     s.metrics = metrics = ServiceMetrics()
     s.watch = Watch(engine, webhook=settings.webhook, metrics=metrics, bucket_s=settings.bucket_s)
-    s.writer = DiscardWriter() if settings.discard else GroupWriter(
+    writer = LoopWriter if settings.loop_writer else GroupWriter
+    s.writer = DiscardWriter() if settings.discard else writer(
         engine, settings.bucket_s, limits=store.Limits(series_per_app=settings.max_series_per_app),
-        metrics=metrics)
+        metrics=metrics, append=settings.append)
+    s.compactor = Compactor(engine)
     s.rollouts = RolloutLoop(engine, s.watch, settings.webhook)
     s.keys = KeyCache(engine)
     s.limiter = RateLimiter(settings.rate_per_key) if settings.rate_per_key else None
@@ -136,11 +139,14 @@ class _DirectIngest:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     s = app.state
     s.leadership.start()
+    if s.settings.append and not s.settings.discard:
+        s.compactor.start()
     try:
         yield
     finally:
         s.leadership.stop()
         s.writer.close()
+        s.compactor.stop()
 
 
 def _background(app: FastAPI) -> Leadership:

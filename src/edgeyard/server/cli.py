@@ -97,6 +97,9 @@ def serve(
              "timeline it then computes ahead (0: off)")] = 30.0,
     retention_days: Annotated[float, typer.Option(
         help="uploads and aggregates older than this many days are deleted (0: kept)")] = 0.0,
+    merge_in_request: Annotated[bool, typer.Option(
+        help="merge each window into the aggregates in its request's transaction instead of "
+             "appending it for the background compactor")] = False,
     discard: Annotated[bool, typer.Option(
         help="decode and answer uploads but store nothing: the null endpoint benchmarks/"
              "ingest.py compares storage with", hidden=True)] = False,
@@ -122,7 +125,8 @@ def serve(
                         log_refusals_per_s=log_refusals_per_s, poll_s=poll,
                         rollout_tick_s=rollout_tick or None,
                         precompute_every_s=precompute_every or None,
-                        retention_s=retention_days * 86400 or None, discard=discard)
+                        retention_s=retention_days * 86400 or None,
+                        append=not merge_in_request, discard=discard)
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()

@@ -25,6 +25,8 @@ Tables
 - stable: per app, the release a device serves when no rollout assigns it another.
 - rollouts, rollout_decisions: a rollout's plan and state, and every decision with its figures
   (`rollouts.py`).
+- pending: accepted windows not yet merged into the aggregates (`store.compact`): one row per
+  window, appended in the request's transaction, deleted by the merge that takes it.
 - leader: the worker that runs the background work, and its last beat (`leader.py`).
 - drift_results: the newest drift check and timeline of each release over the standard spans,
   computed by the leader when a bucket closes (`precompute.py`): what the API answers at once.
@@ -229,6 +231,17 @@ leader = Table(
     Column("holder", String(300), nullable=False),  # host:pid of the worker that leads
     Column("since", Float, nullable=False),
     Column("beat", Float, nullable=False),  # its last beat (every few seconds while it leads)
+)
+
+pending = Table(
+    "pending", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("upload_id", String(128), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("release", String(100), nullable=False),
+    Column("profile", String(100), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("parts", LargeBinary, nullable=False),  # the window's sketches and counters (store.py)
 )
 
 drift_results = Table(

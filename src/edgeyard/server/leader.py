@@ -156,24 +156,31 @@ class Leadership:
         self.leading = False
         self.since: float | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="edgeyard-leader", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start electing (again, after `stop`: an app's lifespan may run more than once)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(self._stop,),
+                                        name="edgeyard-leader", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self._step_down()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 self._beat()
             except Exception as exc:  # the database is away: try again next beat
                 log.warning("leader election: %s: %s", type(exc).__name__, exc)
                 self._step_down()
-            self._stop.wait(self.retry_s)
+            stop.wait(self.retry_s)
 
     def _beat(self) -> None:
         if self.leading and not self.lock.held():

@@ -27,6 +27,8 @@ class Settings:
     precompute_every_s: float | None = 30.0  # the leader's look for closed buckets (None: off)
     retention_s: float | None = None  # uploads and aggregates older than this are deleted
     leader_retry_s: float = 5.0  # how often a follower tries to become the leader
+    append: bool = True  # requests append windows, the compactor merges them (False: merge inline)
+    loop_writer: bool = True  # group commits on the event loop (False: in a thread beside it)
     discard: bool = False  # decode and answer, store nothing (the benchmark's null endpoint)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -15,6 +15,14 @@ goes through, in order:
    an exponential and an explicit-bucket histogram in one aggregate is refused for that
    upload's points alone (partial success), so no aggregate can be poisoned.
 
+The server appends instead (`append=True`, `append_requests`): steps 1 and 2 run in the
+request's transaction, which then writes each window's sketches and counters as one `pending`
+row; `compact` merges pending rows into the aggregates in batches (step 3, one read-modify-write
+per aggregate row for hundreds of windows), in a background thread of every worker, and
+`settle` does it before any read of the aggregates, so a read sees every acknowledged upload.
+What step 3 refuses there (a merge past 2^53 or 2^63: never in practice) is taken off the
+upload's points and logged, since its request has been answered.
+
 Rows are read and written in a fixed order (sorted keys), and statements are cut to the
 database's bound-parameter limit. A conflict with a concurrent writer (PostgreSQL: two first
 inserts of one row) or a deadlock rolls the transaction back and runs it again; the upload-id
@@ -27,6 +35,8 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
+import marshal
 import secrets
 import sqlite3
 import time
@@ -41,6 +51,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     column,
+    delete,
     func,
     insert,
     literal_column,
@@ -52,9 +63,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_any
 from ..errors import EdgeyardError
+from ..telemetry.sketch import ExpHistogram, Parts
 from ..telemetry.window import LATENCY, Window
 from . import cumulative, db, decode
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
+
+log = logging.getLogger("edgeyard.server")
 
 BUCKET_S = 300
 MAX_SKEW_S = 86_400  # a device clock further than this from ours: file by arrival time
@@ -174,6 +188,15 @@ class _Work:
         self.rejected = 0
         self.errors: list[str] = []
 
+    @classmethod
+    def merging(cls, up: Upload, bucket: int) -> _Work:
+        """A pending window being merged (`compact`): decoded afresh by every attempt, so it
+        is changed in place."""
+        w = cls.__new__(cls)
+        w.u = w.up = up
+        w.bucket, w.rejected, w.errors = bucket, 0, []
+        return w
+
     def refuse(self, n: int, why: str) -> None:
         self.rejected += n
         self.up.points -= n
@@ -189,29 +212,16 @@ def ingest(engine: Engine, uploads: list[Upload], bucket_s: int = BUCKET_S,
 
 def ingest_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int = BUCKET_S,
                     attempts: int = 5, limits: Limits | None = None,
-                    cache: SeriesCache | None = None) -> list[IngestResult]:
+                    cache: SeriesCache | None = None, append: bool = False
+                    ) -> list[IngestResult]:
     """Commit the uploads of several requests in one transaction; one result per request (an
-    upload id new to the database counts as new for its first request only)."""
+    upload id new to the database counts as new for its first request only). `append`: leave
+    the merge into the aggregates to `compact` (the module's docstring)."""
     limits = limits or Limits()
     cache = cache or SeriesCache()
     flat = [u for r in requests for u in r]
-    for attempt in range(attempts):
-        try:
-            with _write(engine) as conn, conn.begin():
-                works, inserted = _ingest(conn, flat, bucket_s, limits, cache)
-            break
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise Busy("concurrent writers kept conflicting") from None
-        except DBAPIError as exc:  # SQLite "database is locked", PostgreSQL serialization
-            conflict = _conflict(exc)
-            if conflict == "deadlock" and attempt < attempts - 1:
-                continue
-            if conflict is not None:
-                raise Busy(str(exc.orig)) from None
-            raise
-    else:
-        raise AssertionError("unreachable")
+    works, inserted = _retrying(engine, attempts, lambda conn: _ingest(
+        conn, flat, bucket_s, limits, cache, append))
     for model, keys in inserted.items():  # committed: known from now on
         cache.known[model] |= keys
     out, i = [], 0
@@ -233,8 +243,36 @@ def ingest_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int 
     return out
 
 
+def append_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int = BUCKET_S,
+                    limits: Limits | None = None, cache: SeriesCache | None = None
+                    ) -> list[IngestResult]:
+    """`ingest_requests` that appends each new window to `pending` for `compact` to merge."""
+    return ingest_requests(engine, requests, bucket_s, limits=limits, cache=cache, append=True)
+
+
+def _retrying(engine: Engine, attempts: int, fn: Any) -> Any:
+    """`fn(conn)` in a write transaction, run again after a deadlock or a conflict of two
+    first inserts (`Busy` when they go on); a busy database is `Busy` at once."""
+    for attempt in range(attempts):
+        try:
+            with _write(engine) as conn, conn.begin():
+                return fn(conn)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise Busy("concurrent writers kept conflicting") from None
+        except DBAPIError as exc:  # SQLite "database is locked", PostgreSQL serialization
+            conflict = _conflict(exc)
+            if conflict == "deadlock" and attempt < attempts - 1:
+                continue
+            if conflict is not None:
+                raise Busy(str(exc.orig)) from None
+            raise
+    raise AssertionError("unreachable")
+
+
 def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limits,
-            cache: SeriesCache) -> tuple[list[_Work | None], dict[str, set[str]]]:
+            cache: SeriesCache, append: bool = False
+            ) -> tuple[list[_Work | None], dict[str, set[str]]]:
     now = time.time()
     t = db.uploads
     ids = sorted({u.upload_id for u in uploads})
@@ -260,8 +298,15 @@ def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limi
         for w in fresh])
     inserted = _admit_series(conn, fresh, limits, cache, now)
     _convert_cumulative(conn, fresh, now)
-    _merge_sketches(conn, fresh)
-    _add_counters(conn, fresh)
+    if append:
+        rows = [{"upload_id": w.u.upload_id, "model": w.u.model, "release": w.u.release,
+                 "profile": w.u.profile, "bucket": w.bucket, "parts": encode_parts(w.up)}
+                for w in fresh if w.up.sketches or w.up.counters]
+        if rows:
+            conn.execute(insert(db.pending), rows)
+    else:
+        _merge_sketches(conn, fresh)
+        _add_counters(conn, fresh)
     changed = [{"b_id": w.u.upload_id, "b_points": w.up.points} for w in fresh
                if w.up.points != w.u.points]
     if changed:
@@ -477,11 +522,11 @@ def _merge_sketches(conn: Connection, fresh: list[_Work]) -> None:
             continue
         if row is None:
             inserts.append({"model": k[0], "release": k[1], "profile": k[2], "signal": k[3],
-                            "bucket": k[4], "sketch": merge_any(parts).serialize(),
+                            "bucket": k[4], "sketch": _merged(parts).serialize(),
                             "uploads": len(parts)})
         else:
             assert base is not None
-            updates.append({"b_id": row.id, "b_sketch": merge_any([base, *parts]).serialize(),
+            updates.append({"b_id": row.id, "b_sketch": _merged([base, *parts]).serialize(),
                             "b_uploads": row.uploads + len(parts)})
     if inserts:
         conn.execute(insert(t), inserts)
@@ -507,17 +552,17 @@ class _Tally:
         if self.explicit is not None and explicit != self.explicit:
             return ("an exponential and an explicit-bucket histogram of one signal cannot be "
                     "merged")
-        for what in ("count", "missing", "non_finite"):
-            if getattr(self, what) + getattr(h, what) > MAX_COUNT:
-                return f"the merged {what} would be over 2^53-1"
+        count, missing, non_finite = self.count + h.count, self.missing + h.missing, \
+            self.non_finite + h.non_finite
+        if max(count, missing, non_finite) > MAX_COUNT:
+            what = "count" if count > MAX_COUNT else "missing" if missing > MAX_COUNT \
+                else "non_finite"
+            return f"the merged {what} would be over 2^53-1"
         total = self.sum + h.sum
         if total in (float("inf"), float("-inf")):
             return "the merged sum would overflow a double"
         self.explicit = explicit
-        self.count += h.count
-        self.missing += h.missing
-        self.non_finite += h.non_finite
-        self.sum = total
+        self.count, self.missing, self.non_finite, self.sum = count, missing, non_finite, total
         return None
 
 
@@ -562,6 +607,123 @@ def _add_counters(conn: Connection, fresh: list[_Work]) -> None:
     if updates:
         conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(
             value=bindparam("b_value")), updates)
+
+
+# --- pending windows -> aggregates ------------------------------------------------------------
+
+PARTS_VERSION = 1
+
+
+def _sketch_parts(h: Sketch) -> tuple[Any, ...]:
+    return ("x", h.serialize()) if isinstance(h, ExplicitHistogram) else h.to_parts()
+
+
+class _Encoded:
+    """A pending window's exponential histogram as stored (`ExpHistogram.to_parts`), with
+    the totals `_Tally` reads: merged with the rest of its aggregate without being rebuilt."""
+
+    __slots__ = ("count", "missing", "non_finite", "sum", "t")
+
+    def __init__(self, t: Parts) -> None:
+        self.t = t
+        self.count, self.sum, self.missing, self.non_finite = t[9], t[10], t[13], t[14]
+
+    def is_empty(self) -> bool:
+        return not (self.count or self.missing or self.non_finite)
+
+
+def _sketch_of(t: tuple[Any, ...]) -> Any:
+    """What `decode_parts` gives per signal: an `ExplicitHistogram`, or `_Encoded`."""
+    return ExplicitHistogram.deserialize(t[1]) if t[0] == "x" else _Encoded(t)  # type: ignore[arg-type]
+
+
+def _merged(parts: Sequence[Any]) -> Sketch:
+    """The merge of an aggregate's base and parts, `_Encoded` ones included."""
+    if any(isinstance(p, ExplicitHistogram) for p in parts):
+        return merge_any([ExpHistogram.from_parts(p.t) if isinstance(p, _Encoded) else p
+                          for p in parts])
+    if not any(isinstance(p, _Encoded) for p in parts):
+        return merge_any(parts)
+    return ExpHistogram.merge_parts([p.t if isinstance(p, _Encoded) else p.to_parts()
+                                     for p in parts])
+
+
+def encode_parts(up: Upload) -> bytes:
+    """A window's sketches, counters and point counts as stored in `pending` (marshal of plain
+    values: no code runs when it is read back)."""
+    return marshal.dumps((PARTS_VERSION, {k: _sketch_parts(h) for k, h in up.sketches.items()},
+                          up.counters, up.sketch_points, up.counter_points, up.points))
+
+
+def decode_parts(data: bytes, up: Upload) -> Upload:
+    """`up` (the identity) with the parts `encode_parts` wrote; its exponential histograms stay
+    encoded (`_Encoded`), for `_merged`."""
+    version, sketches, counters, sketch_points, counter_points, points = marshal.loads(data)
+    if version != PARTS_VERSION:
+        raise ValueError(f"pending parts of version {version}; this server reads "
+                         f"{PARTS_VERSION}")
+    return replace(up, sketches={k: _sketch_of(t) for k, t in sketches.items()},
+                   counters=counters, sketch_points=sketch_points, counter_points=counter_points,
+                   points=points)
+
+
+@dataclass
+class Compacted:
+    uploads: int = 0  # windows merged
+    refused: int = 0  # their points refused by the merge (logged)
+
+
+def compact(engine: Engine, limit: int = 256, upto: int | None = None,
+            skip_locked: bool = True, attempts: int = 5) -> Compacted:
+    """Merge up to `limit` pending windows (oldest first; only seq <= `upto` when given) into
+    the aggregates and counters, and delete them, in one transaction. PostgreSQL:
+    `skip_locked` leaves the rows another compactor holds to it."""
+    return _retrying(engine, attempts, lambda conn: _compact(conn, limit, upto, skip_locked))
+
+
+def _compact(conn: Connection, limit: int, upto: int | None, skip_locked: bool) -> Compacted:
+    t = db.pending
+    q = select(t).order_by(t.c.seq).limit(limit)
+    if upto is not None:
+        q = q.where(t.c.seq <= upto)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=skip_locked)
+    rows = conn.execute(q).all()
+    if not rows:
+        return Compacted()
+    works = [_Work.merging(decode_parts(r.parts, Upload(
+        upload_id=r.upload_id, model=r.model, release=r.release, profile=r.profile,
+        device_id="")), r.bucket) for r in rows]
+    _merge_sketches(conn, works)
+    _add_counters(conn, works)
+    refused = [w for w in works if w.rejected]
+    if refused:
+        u = db.uploads
+        conn.execute(update(u).where(u.c.upload_id == bindparam("b_id")).values(
+            points=u.c.points - bindparam("b_n")),
+            [{"b_id": w.u.upload_id, "b_n": w.rejected} for w in refused])
+        for w in refused:
+            log.warning("upload %s: %d points refused when merged: %s", w.u.upload_id,
+                        w.rejected, "; ".join(w.errors))
+    for part in chunks(conn, [r.seq for r in rows], 1):
+        conn.execute(delete(t).where(t.c.seq.in_(part)))
+    return Compacted(len(rows), sum(w.rejected for w in refused))
+
+
+def settle(engine: Engine) -> int:
+    """Merge every window pending now (not those that arrive meanwhile), waiting for rows
+    another compactor holds: after it, a read sees every upload acknowledged before the call.
+    Windows merged."""
+    t = db.pending
+    with engine.connect() as conn:
+        upto = conn.scalar(select(func.max(t.c.seq)))
+    done = 0
+    while upto is not None:
+        n = compact(engine, limit=2048, upto=upto, skip_locked=False).uploads
+        if not n:
+            break
+        done += n
+    return done
 
 
 # --- releases -------------------------------------------------------------------------------
@@ -701,6 +863,7 @@ def signals(engine: Engine, model: str, version: str | None, start: float, end: 
             ) -> dict[Any, Sketch]:
     """Merged sketches per signal (or per (bucket, signal) with `by_bucket`) of uploads whose
     windows started in [start, end); `version` None: every release."""
+    settle(engine)
     t = db.aggregates
     cond = [t.c.model == model, *_release_cond(t.c.release, version),
             t.c.bucket >= _floor(start), t.c.bucket < end]
@@ -726,6 +889,7 @@ def counter_rows(engine: Engine, model: str, version: str | None, start: float, 
     """Summed counters: (name, attrs JSON) -> value, or (bucket, name, attrs) with `by_bucket`.
     Exact for any number of rows: the high and low 32 bits are summed apart (each sum fits
     int64 for up to 2^31 rows; SQLite's sum() would fail past 2^63)."""
+    settle(engine)
     t = db.counters
     cond = [t.c.model == model, *_release_cond(t.c.release, version),
             t.c.bucket >= _floor(start), t.c.bucket < end]
@@ -799,6 +963,7 @@ def merge_windows(windows: Sequence[Window]) -> Window:
 
 def segments(engine: Engine, model: str, version: str | None, start: float, end: float
              ) -> list[str]:
+    settle(engine)
     t = db.aggregates
     with engine.connect() as conn:
         return list(conn.scalars(select(t.c.profile).distinct().where(and_(

@@ -138,15 +138,26 @@ def _side_union(sketches: Sequence[ExpHistogram], side: str, scale: int
     runs = [(b, h.scale - scale) for h in sketches if (b := getattr(h, side)).counts.size]
     if not runs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    lengths = np.array([b.counts.size for b, _ in runs], np.int64)
-    offsets = np.array([b.offset for b, _ in runs], np.int64)
-    shifts = np.array([d for _, d in runs], np.int64)
-    counts = np.concatenate([b.counts for b, _ in runs])
+    return _runs_union(np.array([b.offset for b, _ in runs], np.int64),
+                       np.array([b.counts.size for b, _ in runs], np.int64),
+                       np.array([d for _, d in runs], np.int64),
+                       np.concatenate([b.counts for b, _ in runs]))
+
+
+def _runs_union(offsets: np.ndarray, lengths: np.ndarray, shifts: np.ndarray,
+                counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of counts (run k: `lengths[k]` buckets from `offsets[k]`, `shifts[k]` scales finer
+    than the target) laid end to end in `counts`: (index at the target scale, count) of every
+    nonzero bucket."""
     firsts = np.cumsum(lengths) - lengths
     local = np.arange(counts.size, dtype=np.int64) - np.repeat(firsts, lengths)
     idx = (np.repeat(offsets, lengths) + local) >> np.repeat(shifts, lengths)
     nz = counts != 0
     return idx[nz], counts[nz]
+
+
+# what `ExpHistogram.to_parts` gives: plain values (marshal-able) with the counts as bytes
+Parts = tuple[str, int, int, int, int, bytes, int, bytes, int, int, float, float, float, int, int]
 
 
 class ExpHistogram:
@@ -326,6 +337,62 @@ class ExpHistogram:
         out.max = max(h.max for h in sketches)
         out.missing = sum(h.missing for h in sketches)
         out.non_finite = sum(h.non_finite for h in sketches)
+        return out
+
+    # --- plain parts (the server's pending windows) -------------------------------------------
+
+    def to_parts(self) -> Parts:
+        """The sketch as plain values, its bucket counts as little-endian int64 bytes."""
+        p, n = self.positive, self.negative
+        return ("e", self.max_size, self.max_scale, self.scale, p.offset,
+                p.counts.astype("<i8", copy=False).tobytes(), n.offset,
+                n.counts.astype("<i8", copy=False).tobytes(), self.zero_count, self.count,
+                self.sum, self.min, self.max, self.missing, self.non_finite)
+
+    @classmethod
+    def from_parts(cls, t: Parts) -> ExpHistogram:
+        (_, size, max_scale, scale, p_off, p_counts, n_off, n_counts, zero, count, total, lo,
+         hi, missing, non_finite) = t
+        h = cls.of(scale, Buckets(p_off, np.frombuffer(p_counts, "<i8").astype(np.int64)),
+                   Buckets(n_off, np.frombuffer(n_counts, "<i8").astype(np.int64)),
+                   zero, count, total, lo, hi, size, max_scale)
+        h.missing, h.non_finite = missing, non_finite
+        return h
+
+    @classmethod
+    def merge_parts(cls, parts: Sequence[Parts]) -> ExpHistogram:
+        """`merge_all` of sketches given as parts, without building them: each side's counts
+        joined as bytes and read by numpy once (what the server's compactor merges)."""
+        out = cls(min(t[1] for t in parts), max(t[2] for t in parts))
+        scale = min(t[3] for t in parts)
+        sides = []
+        for k in (0, 1):
+            runs = [(t[3], *((t[4], t[5]) if k == 0 else (t[6], t[7]))) for t in parts]
+            runs = [r for r in runs if r[2]]
+            if not runs:
+                sides.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
+                continue
+            sides.append(_runs_union(
+                np.array([r[1] for r in runs], np.int64),
+                np.array([len(r[2]) // 8 for r in runs], np.int64),
+                np.array([r[0] - scale for r in runs], np.int64),
+                np.frombuffer(b"".join(r[2] for r in runs), "<i8").astype(np.int64)))
+        change = max(_scale_change(int(i.min()), int(i.max()), out.max_size) if i.size else 0
+                     for i, _ in sides)
+        out.scale = scale - change
+        for side, (i, c) in zip(("positive", "negative"), sides, strict=True):
+            if i.size:
+                i = i >> change
+                start = int(i.min())
+                counts = np.bincount(i - start, weights=c.astype(np.float64))
+                setattr(out, side, Buckets(start, counts.astype(np.int64)).trimmed())
+        out.zero_count = sum(t[8] for t in parts)
+        out.count = sum(t[9] for t in parts)
+        out.sum = float(sum(t[10] for t in parts))
+        out.min = min(t[11] for t in parts)
+        out.max = max(t[12] for t in parts)
+        out.missing = sum(t[13] for t in parts)
+        out.non_finite = sum(t[14] for t in parts)
         return out
 
     # --- reading ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The leader of the service's workers, and drift results precomputed when a bucket closes.
+"""The leader of the service's workers, drift results precomputed when a bucket closes, and the
+windows appended by ingestion that the compactor has yet to merge.
 
 Revision ID: 0004
 Revises: 0003
@@ -35,6 +36,19 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "pending",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("upload_id", sa.String(128), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("release", sa.String(100), nullable=False),
+        sa.Column("profile", sa.String(100), nullable=False),
+        sa.Column("bucket", sa.BigInteger, nullable=False),
+        sa.Column("parts", sa.LargeBinary, nullable=False),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("pending")
     op.drop_table("drift_results")
     op.drop_table("leader")
