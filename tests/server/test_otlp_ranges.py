@@ -211,11 +211,9 @@ def check_stored(server) -> int:
     from sqlalchemy import select
 
     from edgeyard.drift import deserialize_any
-    from edgeyard.server import db
+    from edgeyard.server import db, store
     from edgeyard.server.decode import MAX_COUNT, MAX_COUNTER
     from edgeyard.telemetry import ExpHistogram
-
-    from edgeyard.server import store
 
     engine = engine_of(server)
     try:

@@ -13,7 +13,8 @@
                                  releases served to devices and rollouts
     GET  /                       the HTML report (admin key, or the cookie `POST /login` sets)
     GET  /login, POST /login     a form for the admin key; the POST sets the cookie
-    GET  /metrics                Prometheus metrics of the service itself (no key)
+    GET  /metrics                Prometheus metrics of the worker that answers (no key)
+    GET  /api/service            the worker that answers and the leader (admin key)
     GET  /healthz                liveness (no key)
 
 Keys travel as `Authorization: Bearer <key>` (or, for the report, in the cookie that a form POST
@@ -33,7 +34,12 @@ database cannot take the write now, 429 with `Retry-After` when a key sends fast
 limit; every error's body is a `google.rpc.Status` in the request's encoding (`errors.py`), and
 each refusal is logged (rate-limited). A 200 is sent only after the uploads are committed to the
 database (group commit: concurrent requests share one transaction; one that fails is retried
-alone, so that it never fails another: see `writer.py`).
+alone, so that it never fails another: see `writer.py`). The commit appends the windows; the
+compactor (`compactor.py`) merges them into the aggregates, and reads merge what is pending.
+
+Several workers serve one port (`workers.py`); the background work runs on the leader
+(`leader.py`): scheduled checks, rollout decisions, drift results computed ahead and retention
+(`precompute.py`).
 
 The routes live in `routes/`, one `APIRouter` per concern (ingest, releases, rollouts, drift,
 report, service); what they share is on `app.state` and reaches them as FastAPI dependencies
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
@@ -141,12 +148,25 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     s.leadership.start()
     if s.settings.append and not s.settings.discard:
         s.compactor.start()
+    if not s.settings.discard:
+        threading.Thread(target=_warm_report, name="edgeyard-warm-report", daemon=True).start()
     try:
         yield
     finally:
         s.leadership.stop()
         s.writer.close()
         s.compactor.stop()
+
+
+def _warm_report() -> None:
+    """Bundle the report's chart library now (seconds, once per process) rather than in the
+    first request for the page; a missing extra shows itself when the page is asked for."""
+    try:
+        from . import charts, report  # noqa: F401
+
+        charts.javascript()
+    except Exception:  # the page's own request reports it
+        pass
 
 
 def _background(app: FastAPI) -> Leadership:

@@ -322,6 +322,64 @@ def default_url(data_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{path / 'edgeyard.db'}"
 
 
+def _sqlite_engine(url: str, **kw: Any) -> Engine:
+    """SQLite in WAL mode with every commit fsynced; writers in turn (`_WriterLock`), each
+    transaction begun IMMEDIATE so that no reader upgrades into a deadlock."""
+    engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
+                           hide_parameters=True, **kw)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+        conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writes)
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    writers = _WriterLock(url)
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Any) -> None:
+        # writers take the lock up front (no deadlock on upgrade); readers run beside them
+        write = conn.get_execution_options().get("write", False)
+        if not write:
+            conn.exec_driver_sql("BEGIN")
+            return
+        dbapi = conn.connection.dbapi_connection
+        writers.acquire(dbapi)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release(dbapi)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _sqlite_commit(conn: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        if writers.holds(dbapi):
+            try:  # the event comes before SQLAlchemy's commit, which then finds none to do
+                dbapi.commit()
+            finally:
+                writers.release(dbapi)
+
+    @event.listens_for(engine, "rollback")
+    def _sqlite_rollback(conn: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and writers.holds(dbapi):
+            try:
+                dbapi.rollback()
+            finally:
+                writers.release(dbapi)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _sqlite_checkin(dbapi: Any, _record: Any) -> None:
+        if dbapi is not None:
+            writers.release(dbapi)  # a connection never goes back holding the lock
+
+    return engine
+
+
 def make_engine(url: str, **kw: Any) -> Engine:
     """An engine with the durability settings above (and a busy timeout on SQLite, whose
     writers take turns); statements' parameters are left out of error messages."""
@@ -331,59 +389,7 @@ def make_engine(url: str, **kw: Any) -> Engine:
         # not in the `server` extra, so that SQLite users need no PostgreSQL client library
         require("psycopg", extra="postgres", purpose="a PostgreSQL database")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
-                               hide_parameters=True, **kw)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(conn: Any, _record: Any) -> None:
-            conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writes)
-            cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        writers = _WriterLock(url)
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # writers take the lock up front (no deadlock on upgrade); readers run beside them
-            write = conn.get_execution_options().get("write", False)
-            if not write:
-                conn.exec_driver_sql("BEGIN")
-                return
-            dbapi = conn.connection.dbapi_connection
-            writers.acquire(dbapi)
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                writers.release(dbapi)
-                raise
-
-        @event.listens_for(engine, "commit")
-        def _sqlite_commit(conn: Any) -> None:
-            dbapi = conn.connection.dbapi_connection
-            if writers.holds(dbapi):
-                try:  # the event comes before SQLAlchemy's commit, which then finds none to do
-                    dbapi.commit()
-                finally:
-                    writers.release(dbapi)
-
-        @event.listens_for(engine, "rollback")
-        def _sqlite_rollback(conn: Any) -> None:
-            dbapi = conn.connection.dbapi_connection
-            if dbapi is not None and writers.holds(dbapi):
-                try:
-                    dbapi.rollback()
-                finally:
-                    writers.release(dbapi)
-
-        @event.listens_for(engine.pool, "checkin")
-        def _sqlite_checkin(dbapi: Any, _record: Any) -> None:
-            if dbapi is not None:
-                writers.release(dbapi)  # a connection never goes back holding the lock
-
-        return engine
+        return _sqlite_engine(url, **kw)
     # hide_parameters: an error's message never carries a request's values (a log line of
     # 40,000 bound parameters was 920 kB)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,

@@ -244,7 +244,7 @@ def _view(watch: Watch, model: str, release: str | None, window_s: float, end: f
     """Everything the page shows of one model (and release)."""
     rec, against = _reference(watch, model, release, window_s, end, baseline_s)
     wins = watch.windows(rec, end - window_s, end)  # read once: the check and the plots
-    res = watch.check(rec, window_s, end=end, windows=wins)
+    res = watch.check(rec, window_s, end=end, windows=wins, ready=live)
     ov = res["overall"]
     return {"model": rec.model, "release": rec.release or "(every release)",
             "window": _num(window_s), "until": _utc(end), "against": against,

@@ -165,10 +165,11 @@ class Watch:
               windows: dict[str, Window] | None = None, ready: bool = False
               ) -> dict[str, Any]:
         """Drift check of [end - window, end): the whole fleet and each segment. `windows`: the
-        result of `windows()` for that span, when the caller has it already. `ready`: the
+        result of `windows()` for that span, when the caller has it already (for its own
+        plots: a precomputed result does not read them). `ready`: the
         caller asks about the present (`end` is now), so the precomputed result may answer
         when there is one (`ready()`; not for one `profile` or with `alert`)."""
-        if ready and profile is None and not alert and windows is None:
+        if ready and profile is None and not alert:
             hit = self.ready("check", rec, window_s)
             if hit is not None:
                 return hit
