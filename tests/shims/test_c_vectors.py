@@ -113,6 +113,7 @@ def test_c_library_replays_every_vector():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert " 0 failures" in r.stdout
+    assert "0 guard checks failed" in r.stdout  # tests/test_guards.c: bad tensors and names
 
 
 def _other_processor_env(coretype: str) -> dict[str, str]:

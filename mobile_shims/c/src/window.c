@@ -206,10 +206,22 @@ static const ey_tensor *signal_tensor(const ey_signal_spec *s, const ey_tensor *
     return t->data != NULL && t->ndim >= 1 && t->ndim <= EY_MAX_DIMS ? t : NULL;
 }
 
+/* A tensor the window can read: 1..EY_MAX_DIMS dimensions, none negative, data present, and
+   each row (everything after the batch) at least one value. */
+static int tensor_ok(const ey_tensor *t)
+{
+    int32_t k;
+    if (t->data == NULL || t->ndim < 1 || t->ndim > EY_MAX_DIMS) return 0;
+    for (k = 0; k < t->ndim; k++)
+        if (t->shape[k] < 0) return 0;
+    return row_dim(t) >= 1;
+}
+
 static int check_shape(const ey_signal_spec *s, const ey_tensor *t)
 {
-    int64_t dim = row_dim(t);
-    if (dim < 1) return EY_E_SHAPE;
+    int64_t dim;
+    if (!tensor_ok(t)) return EY_E_SHAPE;
+    dim = row_dim(t);
     if (s->kind == EY_SIG_CHANNEL_MEAN &&
         (t->ndim != 4 || s->channel < 0 || s->channel >= t->shape[1]))
         return EY_E_SHAPE;
@@ -240,7 +252,8 @@ int ey_window_init(ey_window *w, const ey_spec *spec, int64_t start_ns)
     int32_t max_size, max_scale, k;
     if (w == NULL || spec == NULL) return EY_E_ARG;
     if (spec->n_signals < 0 || spec->n_signals > EY_MAX_SIGNALS || spec->classes < 0 ||
-        spec->classes > EY_MAX_CLASSES || spec->n_engines < 1 ||
+        spec->classes > EY_MAX_CLASSES || (spec->classes && spec->class_output < 0) ||
+        spec->n_engines < 1 ||
         spec->n_engines > EY_MAX_ENGINES || (spec->n_signals && spec->signals == NULL) ||
         spec->engines == NULL || (spec->n_resource && (spec->resource_keys == NULL ||
                                                        spec->resource_values == NULL)))
@@ -302,7 +315,9 @@ int ey_window_observe(ey_window *w, const ey_tensor *inputs, int32_t n_inputs,
             if (t == NULL) return EY_E_ARG;
             if ((rc = check_shape(s, t)) != EY_OK || t->shape[0] != batch) return EY_E_SHAPE;
         }
-        if (spec->classes && n_outputs > spec->class_output && outputs[spec->class_output].shape[0] != batch)
+        if (spec->classes && n_outputs > spec->class_output &&
+            (!tensor_ok(&outputs[spec->class_output]) ||
+             outputs[spec->class_output].shape[0] != batch))
             return EY_E_SHAPE;
         for (k = 0; k < spec->n_signals; k++) {
             const ey_signal_spec *s = &spec->signals[k];
@@ -344,12 +359,25 @@ int ey_window_add_values(ey_window *w, int32_t signal, const double *values, siz
     return EY_OK;
 }
 
+/* A name that fits EY_NAME_LEN as is is copied. A longer one keeps its head, cut at a UTF-8
+   character boundary (the server refuses text that is not UTF-8), then "~" and 8 hex digits
+   of a hash (FNV-1a) of the whole name, so that long names differing only in their tails stay
+   apart. */
 static void copy_name(char *dst, const char *src)
 {
-    size_t n = strlen(src);
-    if (n > EY_NAME_LEN - 1) n = EY_NAME_LEN - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(src), keep = EY_NAME_LEN - 1 - 9, i;
+    uint32_t h = 2166136261u;
+    if (n <= EY_NAME_LEN - 1) {
+        memcpy(dst, src, n + 1);
+        return;
+    }
+    while (keep > 0 && ((unsigned char)src[keep] & 0xC0) == 0x80) keep--;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)src[i]) * 16777619u;
+    memcpy(dst, src, keep);
+    dst[keep] = '~';
+    for (i = 0; i < 8; i++) dst[keep + 1 + i] = hex[(h >> (28 - 4 * i)) & 0xF];
+    dst[keep + 9] = '\0';
 }
 
 int ey_window_add_fallback(ey_window *w, const char *engine, const char *kind,
