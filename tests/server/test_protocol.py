@@ -123,8 +123,9 @@ def test_each_refusal_is_logged_at_a_bounded_rate(server):
     assert any(" 400: body is not an OTLP protobuf" in ln for ln in lines)
     last = [ln for ln in lines if " 415: Content-Type 'text/plain'" in ln]
     assert len(last) == 1
-    if allowed < 38:  # some were over the rate: the next line says how many
-        assert "lines suppressed" in last[0]
+    if allowed < 38:  # some were over the rate: the next line logged says how many (the
+        # 415's, or one of the 400s' when the loop took long enough for the rate to refill)
+        assert any("lines suppressed" in ln for ln in lines), lines
     assert all(len(ln) < 1000 for ln in lines)
 
 

@@ -5,7 +5,8 @@ A drift check over a day merges hundreds of aggregates per signal and draws the 
 null distributions: seconds, every time someone opens the report. The data of a closed bucket
 no longer changes (but for late uploads), so the leader computes, for every release with data
 in the span, the check over the standard spans (24 h by default) and the day's timeline
-(hourly steps) once per closed bucket, ending at the bucket boundary, and stores them
+(hourly steps) once per closed bucket (at most every 5 minutes: `step_of`), ending at the
+bucket boundary, and stores them
 (`drift_results`). `GET /api/drift` and `/api/timeline` without `end=` answer with the stored
 result when it ends at the newest closed boundary (or the one before, while the leader works
 on the next): the answer says so (`precomputed`: end, computed_at, seconds it took), and covers
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -35,6 +37,21 @@ SPANS_S = (86400.0,)  # the checks kept ready (an hour merges 12 buckets: comput
 TIMELINE = (86400.0, 3600.0)  # the report's timeline: a day in hourly steps
 
 
+MIN_STEP_S = 300  # results are computed at most this often, whatever the bucket size
+
+
+def step_of(bucket_s: int) -> int:
+    """How far apart results are computed: the smallest multiple of the bucket size that is at
+    least `MIN_STEP_S` (a day's check costs seconds: not once a second with 1 s buckets)."""
+    return bucket_s * max(1, math.ceil(MIN_STEP_S / bucket_s))
+
+
+def newest_boundary(bucket_s: int, now: float | None = None) -> float:
+    step = step_of(bucket_s)
+    now = time.time() if now is None else now
+    return float(int(now // step) * step)
+
+
 class Maintenance:
     def __init__(self, engine: Engine, watch: Watch, bucket_s: int,
                  spans_s: tuple[float, ...] = SPANS_S,
@@ -46,9 +63,8 @@ class Maintenance:
         self._periodic: Periodic | None = None
 
     def boundary(self, now: float | None = None) -> float:
-        """The newest closed bucket boundary."""
-        now = time.time() if now is None else now
-        return float(int(now // self.bucket_s) * self.bucket_s)
+        """The newest boundary results are computed at (`step_of`)."""
+        return newest_boundary(self.bucket_s, now)
 
     def run(self, now: float | None = None) -> int:
         """Compute what is missing for the newest closed bucket; results written."""
@@ -68,7 +84,7 @@ class Maintenance:
                 if not store.segments(self.engine, model, release, end - span, end):
                     continue  # no data in the span: nothing worth keeping
                 t0 = time.perf_counter()
-                result = (self.watch.check(rec, span, end=end, alert=True) if kind == "check"
+                result = (self.watch.check(rec, span, end=end) if kind == "check"
                           else self.watch.timeline(rec, span, step, end=end))
                 put(self.engine, model, release, kind, span, step, end,
                     time.perf_counter() - t0, result)

@@ -152,13 +152,12 @@ class Watch:
         """The leader's result (`precompute.py`) of a registered release's check or timeline
         over `span_s`, ending at the newest closed bucket (or the one before, while the leader
         computes the next); None when there is none that fresh."""
-        from .precompute import get
+        from .precompute import get, newest_boundary, step_of
 
         if rec.baseline is not None or rec.release is None:
             return None
-        newest = int(time.time() // self.bucket_s) * self.bucket_s
         return get(self.engine, rec.model, rec.release, kind, span_s, step_s,
-                   not_before=newest - self.bucket_s)
+                   not_before=newest_boundary(self.bucket_s) - step_of(self.bucket_s))
 
     def check(self, rec: store.ReleaseRecord, window_s: float, end: float | None = None,
               profile: str | None = None, alert: bool = False,

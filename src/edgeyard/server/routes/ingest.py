@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from .. import decode, store
 from ..errors import RefusalLog, status_body
@@ -88,6 +89,9 @@ async def otlp_metrics(request: Request) -> Response:
         resp = _answer(decoded, res, as_json)
         status = resp.status_code
         return resp
+    except ClientDisconnect:  # the client went before its body arrived: no one to answer
+        status = 499
+        return Response(status_code=499)
     except HTTPException as exc:
         status = exc.status_code
         refusals.refused(status, "POST", "/v1/metrics", client, str(exc.detail))
