@@ -18,30 +18,19 @@ import threading
 from sqlalchemy import Engine
 
 from . import store
+from .watch import Restartable
 
 log = logging.getLogger("edgeyard.server")
 
 
-class Compactor:
+class Compactor(Restartable):
+    thread_name = "edgeyard-compactor"
+
     def __init__(self, engine: Engine, batch: int = 256, idle_s: float = 0.2) -> None:
+        super().__init__()
         self.engine, self.batch, self.idle_s = engine, batch, idle_s
         self.merged = 0
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(self._stop,),
-                                        name="edgeyard-compactor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():

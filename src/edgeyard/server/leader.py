@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, text
 
 from . import db
+from .watch import Restartable
 
 log = logging.getLogger("edgeyard.server")
 
@@ -145,32 +146,22 @@ def lock_for(engine: Engine) -> _Lock:
     return _AlwaysLock()
 
 
-class Leadership:
+class Leadership(Restartable):
     """Runs `on_gain()` when this worker becomes the leader and `on_lose()` when it stops
     being one (lost lock, or `stop`)."""
 
+    thread_name = "edgeyard-leader"
+
     def __init__(self, engine: Engine, on_gain: Callable[[], None],
                  on_lose: Callable[[], None], retry_s: float = 5.0) -> None:
+        super().__init__()
         self.engine, self.on_gain, self.on_lose, self.retry_s = engine, on_gain, on_lose, retry_s
         self.lock = lock_for(engine)
         self.leading = False
         self.since: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start electing (again, after `stop`: an app's lifespan may run more than once)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(self._stop,),
-                                        name="edgeyard-leader", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        super().stop()
         self._step_down()
 
     def _loop(self, stop: threading.Event) -> None:

@@ -285,6 +285,33 @@ class Watch:
             self._periodic = None
 
 
+class Restartable:
+    """A daemon thread running `_loop(stop)` until `stop()`; `start()` starts it again after a
+    stop (an app's lifespan may run more than once)."""
+
+    thread_name = "edgeyard-background"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(self._stop,),
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+
 class Periodic:
     """`fn` every `every_s` seconds in a daemon thread until `stop`; an exception in one run
     is handed to `on_error` and never stops the next run."""

@@ -321,15 +321,7 @@ class ExpHistogram:
         out = cls(min(h.max_size for h in sketches), max(h.max_scale for h in sketches))
         scale = min(h.scale for h in sketches)
         sides = [_side_union(sketches, side, scale) for side in ("positive", "negative")]
-        change = max(_scale_change(int(i.min()), int(i.max()), out.max_size) if i.size else 0
-                     for i, _ in sides)
-        out.scale = scale - change
-        for side, (i, c) in zip(("positive", "negative"), sides, strict=True):
-            if i.size:
-                i = i >> change
-                start = int(i.min())
-                counts = np.bincount(i - start, weights=c.astype(np.float64))
-                setattr(out, side, Buckets(start, counts.astype(np.int64)).trimmed())
+        out._set_buckets(scale, sides)
         out.zero_count = sum(h.zero_count for h in sketches)
         out.count = sum(h.count for h in sketches)
         out.sum = float(sum(h.sum for h in sketches))
@@ -338,6 +330,19 @@ class ExpHistogram:
         out.missing = sum(h.missing for h in sketches)
         out.non_finite = sum(h.non_finite for h in sketches)
         return out
+
+    def _set_buckets(self, scale: int, sides: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Both sides from (index at `scale`, count) arrays, at the finest scale that fits
+        `max_size` (what `merge_all` and `merge_parts` end with)."""
+        change = max(_scale_change(int(i.min()), int(i.max()), self.max_size) if i.size else 0
+                     for i, _ in sides)
+        self.scale = scale - change
+        for side, (i, c) in zip(("positive", "negative"), sides, strict=True):
+            if i.size:
+                i = i >> change
+                start = int(i.min())
+                counts = np.bincount(i - start, weights=c.astype(np.float64))
+                setattr(self, side, Buckets(start, counts.astype(np.int64)).trimmed())
 
     # --- plain parts (the server's pending windows) -------------------------------------------
 
@@ -377,15 +382,7 @@ class ExpHistogram:
                 np.array([len(r[2]) // 8 for r in runs], np.int64),
                 np.array([r[0] - scale for r in runs], np.int64),
                 np.frombuffer(b"".join(r[2] for r in runs), "<i8").astype(np.int64)))
-        change = max(_scale_change(int(i.min()), int(i.max()), out.max_size) if i.size else 0
-                     for i, _ in sides)
-        out.scale = scale - change
-        for side, (i, c) in zip(("positive", "negative"), sides, strict=True):
-            if i.size:
-                i = i >> change
-                start = int(i.min())
-                counts = np.bincount(i - start, weights=c.astype(np.float64))
-                setattr(out, side, Buckets(start, counts.astype(np.int64)).trimmed())
+        out._set_buckets(scale, sides)
         out.zero_count = sum(t[8] for t in parts)
         out.count = sum(t[9] for t in parts)
         out.sum = float(sum(t[10] for t in parts))
