@@ -212,7 +212,7 @@ def run_fleet(server: Server, built: dict[str, Any], x: np.ndarray, phase: str, 
 def rollout_phase(server: Server, built: dict[str, Any], x: np.ndarray, out: Path
                   ) -> dict[str, Any]:
     """1.1 rolls out and completes; 1.2, faulty in the field, is rolled back at its first step."""
-    from rollout_fleet import Device, versions_of
+    from rollout_fleet import Device, close_all, versions_of
 
     from edgeyard.server.client import Client
 
@@ -252,8 +252,7 @@ def rollout_phase(server: Server, built: dict[str, Any], x: np.ndarray, out: Pat
             results[version] = {"state": r["state"], "percent": r["percent"], "seconds": took,
                                 "serving": dict(serving), "decisions": r["decisions"]}
     finally:
-        for d in devices:
-            d.close()
+        close_all(devices)
     (out / "rollouts.json").write_text(json.dumps(results, indent=2))
     return results
 

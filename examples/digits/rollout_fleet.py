@@ -140,7 +140,24 @@ class Device(threading.Thread):
             self._note()
             time.sleep(self.pace_s)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
         self.stop.set()
-        self.join(timeout=30)
+        self.join(timeout=timeout_s)
         self.deployment.close()
+
+    def describe(self) -> str:
+        """What this device serves, its last polls and its updater's counters (for a test's
+        failure message)."""
+        polls = [(round(t1 - t0, 1), got[:80]) for t0, t1, got in self.polls[-3:]]
+        return (f"{self.device_id}: serving {self.deployment.release}, alive {self.is_alive()}, "
+                f"last polls (seconds, result) {polls}, updater {self.updater.stats}")
+
+
+def close_all(devices: list[Device], timeout_s: float = 60.0) -> None:
+    """Stop every device at once, then close each (the whole fleet waits `timeout_s` at most
+    for its app threads, not each device in turn)."""
+    for d in devices:
+        d.stop.set()
+    deadline = time.monotonic() + timeout_s
+    for d in devices:
+        d.close(max(0.1, deadline - time.monotonic()))

@@ -222,3 +222,19 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
     engine.dispose()
     assert set(acked) <= stored
     assert len(stored) - len(acked) <= 4  # at most those in flight on the dead worker
+
+
+def test_sigusr1_prints_every_thread_s_stack_and_the_server_goes_on(serve):
+    import os
+    import signal
+    import time
+
+    server = serve(None)
+    os.kill(server.proc.pid, signal.SIGUSR1)
+    end = time.monotonic() + 10
+    while "Current thread" not in server.log_text() and time.monotonic() < end:
+        time.sleep(0.1)
+    log = server.log_text()
+    assert "Current thread" in log and "uvicorn" in log, log[-3000:]
+    with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
+        assert r.status == 200

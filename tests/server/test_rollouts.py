@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
+import signal
 import socket
 import sys
 import threading
@@ -20,7 +22,7 @@ import pytest
 from .conftest import engine_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "digits"))
-from rollout_fleet import Device, versions_of
+from rollout_fleet import Device, close_all, versions_of
 
 
 @pytest.fixture(scope="session")
@@ -268,6 +270,15 @@ def wait_for(pred, timeout, every=0.2):
     return pred()
 
 
+def stalled(server, devices) -> str:
+    """Why devices are behind: each one's last polls and counters, and every thread's stack in
+    the server (`kill -USR1`), for the failure message."""
+    os.kill(server.proc.pid, signal.SIGUSR1)
+    time.sleep(1.0)
+    return "\n".join([d.describe() for d in devices[:10]]
+                     + ["server log (tail):", server.log_text()[-8000:]])
+
+
 @pytest.mark.slow
 def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         serve, releases, digits_data, tmp_path):
@@ -301,13 +312,13 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         healthy = start_rollout(c, "1.1", **plan)
         done = wait_for(lambda: c.rollout(healthy["id"])["state"] != "running", 240, 1.0)
         r = c.rollout(healthy["id"])
-        assert r["state"] == "completed", json.dumps(r, indent=1)[:4000]
+        assert r["state"] == "completed", json.dumps(r, indent=1)[:4000] + stalled(server, devices)
         assert [d["action"] for d in r["decisions"]] == ["start", "advance", "complete"], \
             r["decisions"]
         assert done and c._call("GET", "/api/stable/digits")["stable"] == "1.1"
         # the rest of the fleet downloads, verifies and self-tests 1.1 (50 devices, 2 cores)
         assert wait_for(lambda: {d.deployment.release for d in devices} == {"1.1"}, 90), \
-            sorted({str(d.deployment.release) for d in devices})
+            stalled(server, [d for d in devices if d.deployment.release != "1.1"])
 
         bad = start_rollout(c, "1.2", **plan)
         seen = [0.0]  # when the test's last look began: the decision was visible by then
@@ -361,8 +372,7 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         assert {rel for d in devices for _, rel in d.history} <= {"1.0", "1.1", "1.2"}
         assert sum(len(d.errors) for d in devices) == 0, devices[0].errors[:3]
     finally:
-        for d in devices:
-            d.close()
+        close_all(devices)
 
 
 def test_a_rollout_survives_kill_9_with_its_plan_and_every_decision(serve, server_database,

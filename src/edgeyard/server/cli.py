@@ -130,6 +130,7 @@ def serve(
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()
+    dump_stacks_on_sigusr1()
     shown = engine.url.render_as_string(hide_password=True)
     typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
                + ", ".join(f"{k} key: {v}" for k, v in keys.items())
@@ -147,6 +148,16 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     except KeyboardInterrupt:
         pass
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's Python stack to stderr (the service keeps
+    running): what a stalled server is waiting on, without a debugger."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
 
 
 def _log_to_stderr() -> None:

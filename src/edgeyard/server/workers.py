@@ -55,10 +55,11 @@ def run_worker(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from .app import create_app
-    from .cli import _log_to_stderr
+    from .cli import _log_to_stderr, dump_stacks_on_sigusr1
 
     _die_with_parent()
     _log_to_stderr()
+    dump_stacks_on_sigusr1()
     sock = reuse_port_socket(host, port)
     app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
