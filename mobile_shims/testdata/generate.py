@@ -20,9 +20,13 @@ Writes
     fallback <engine> <kind> <reason> <n>
     dropped <n>
     encode <upload_id> <file | ->                        the window's OTLP JSON must equal file
+  A call's engine is an index into the window's engines, or -1 for a call no engine answered
+  (every engine failed: the collector's engine None, recorded under the engine name "none").
 - `window_b.otlp.json`: the expected OTLP/JSON of window `b`, in the canonical form the C
   encoder writes (fixed field order; doubles as the shortest of %.15g/%.16g/%.17g that reads
   back exactly); it parses to the very message `edgeyard.telemetry.otlp` builds.
+- `window_c.otlp.json`: the same for window `c`, whose calls include some that every engine
+  failed (engine None: inputs sampled, no outputs; or not sampled).
 
 Windows are built with the Python collector's own per-call code (`Collector._add`), one call
 at a time, as the C window adds them.
@@ -276,6 +280,62 @@ def window_vectors(lines: list[str], out_dir: Path) -> Any:
                 lines.append(f"encode {UPLOAD_ID} window_b.otlp.json")
             else:
                 lines.append(f"encode {UPLOAD_ID} -")
+        none_engine_vectors(lines, out_dir, exact, Path(tmp) / "c")
+    return request
+
+
+NONE_CALLS = 7  # window c: calls 2 and 5 were answered by no engine (every engine failed)
+
+
+def none_engine_vectors(lines: list[str], out_dir: Path, exact: dict[str, Any],
+                        spool: Path) -> Any:
+    """Window `c`: a call no engine answered goes to the collector with engine None and no
+    outputs; it is counted, its latency kept, under the engine name "none" (C: engine -1).
+    Returns window c's request; writes window_c.otlp.json."""
+    rng = np.random.default_rng(11)
+    engines = ["onnx-fp32", "cpu-ref"]
+    keep = {"input.image.mean", "input.image.max", "input.tokens.length", "output.confidence"}
+    spec = {**exact, "signals": [s for s in exact["signals"] if s["name"] in keep]}
+    col = Collector(spec, RESOURCE, None, spool, max_overhead=None, start=False)
+    start_ns = 1_700_000_000_000_000_000
+    col._window = w = col._window.__class__(spec, start_ns)
+    projector = col.projector
+    lines += spec_lines("c", spec, projector, start_ns, engines)
+    failed = (FallbackEvent("onnx-fp32", "error", "oom"),
+              FallbackEvent("cpu-ref", "invalid_output", "nan"))
+    for k in range(NONE_CALLS):
+        batch = int(rng.integers(1, 4))
+        ins, outs = make_call(rng, batch, probs=True)
+        none = k in (2, 5)
+        sampled = k != 5
+        if none:
+            outs = []
+        engine = None if none else engines[k % 2]
+        latency_s = float(rng.lognormal(-5, 0.5))
+        now_ns = start_ns + (k + 1) * 1_000_000
+        fallbacks = [(0, failed)] if none else []
+        col._add({"samples": [batch if sampled else 0], "inputs": ins, "outputs": outs,
+                  "latency_s": [latency_s], "engines": [engine], "fallbacks": fallbacks},
+                 0, 1, 0, batch if sampled else 0)
+        w.end_ns = now_ns
+        index = -1 if engine is None else engines.index(engine)
+        lines.append(f"call {index} {hx(latency_s)} {now_ns} {len(ins) if sampled else 0} "
+                     f"{len(outs) if sampled else 0}")
+        if sampled:
+            lines += [tensor_line(a) for a in ins + outs]
+            values, _ = projector.project(ins, outs or None)
+            for i, s in enumerate(spec["signals"]):
+                if s["name"] in values:
+                    lines.append(f"proj {i} {int(is_exact(s))} {batch} "
+                                 f"{hxs(values[s['name']])}")
+        for _, events in fallbacks:
+            for f in events:
+                lines.append(f"fallback {f.engine} {f.kind} {f.reason} 1")
+    assert w.engines["none"] == 2 and w.engine_latency["none"].count == 2
+    request = otlp.request([otlp.resource_metrics(
+        w, {**RESOURCE, "edgeyard.upload_id": UPLOAD_ID})])
+    (out_dir / "window_c.otlp.json").write_text(canonical_json(request) + "\n")
+    lines.append(f"encode {UPLOAD_ID} window_c.otlp.json")
     return request
 
 
@@ -355,7 +415,8 @@ def generate(out_dir: Path) -> tuple[list[Path], Any]:
         sketch_vectors(lines)
         request = window_vectors(lines, out_dir)
     (out_dir / "vectors.txt").write_text("\n".join(lines) + "\n")
-    return [out_dir / "vectors.txt", out_dir / "window_b.otlp.json"], request
+    return [out_dir / "vectors.txt", out_dir / "window_b.otlp.json",
+            out_dir / "window_c.otlp.json"], request
 
 
 if __name__ == "__main__":

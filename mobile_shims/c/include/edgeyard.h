@@ -14,8 +14,8 @@
  *
  * Memory bound (defaults; each macro may be set at compile time, -DEY_MAX_SIGNALS=...):
  *   sizeof(ey_hist)   ~= 2 * EY_SKETCH_CAPACITY * 8 + 96 bytes      (160: ~2.6 KB)
- *   sizeof(ey_window) ~= (EY_MAX_SIGNALS + 1 + EY_MAX_ENGINES) * sizeof(ey_hist)
- *                        + EY_MAX_CLASSES * 8 + EY_MAX_FALLBACKS * 3 * EY_NAME_LEN  (193,312 bytes on x86-64)
+ *   sizeof(ey_window) ~= (EY_MAX_SIGNALS + 2 + EY_MAX_ENGINES) * sizeof(ey_hist)
+ *                        + EY_MAX_CLASSES * 8 + EY_MAX_FALLBACKS * 3 * EY_NAME_LEN  (195,992 bytes on x86-64)
  * The projections use no scratch memory beyond a few doubles on the stack.
  */
 #ifndef EDGEYARD_H
@@ -45,6 +45,12 @@ extern "C" {
 #endif
 #define EY_NAME_LEN 48
 #define EY_MAX_DIMS 8
+/* observe()'s engine for a call that no engine answered (every engine failed): recorded, as
+   the Python collector records engine None, under the engine name "none" (in latency_ms, in
+   latency_ms.by_engine and in calls, sorted by name with the others; a spec engine named
+   "none" is the same engine). */
+#define EY_ENGINE_NONE (-1)
+#define EY_ENGINE_NONE_NAME "none"
 
 enum {
     EY_OK = 0,
@@ -94,7 +100,8 @@ typedef enum ey_signal_kind {
 
 /* One entry of the manifest's telemetry.projections.signals (projections.py). */
 typedef struct ey_signal_spec {
-    const char *name;          /* as in the manifest, e.g. "input.x.mean" (no "edgeyard.") */
+    const char *name;          /* as in the manifest, e.g. "input.x.mean" (no "edgeyard.");
+                                  any length: the encoder writes the whole name */
     ey_signal_kind kind;
     int32_t tensor;            /* the "input" index, or the "output" index for output kinds */
     int32_t channel;           /* channel_mean */
@@ -111,8 +118,9 @@ typedef struct ey_spec {
     int32_t class_output;        /* classes.output */
     const char *class_name;      /* classes.name (NULL: "output.class") */
     int32_t max_size, max_scale; /* sketch (0: 160 and 20) */
-    const char *const *engines;  /* engine names; observe() takes an index into them */
-    int32_t n_engines;           /* <= EY_MAX_ENGINES */
+    const char *const *engines;  /* engine names, distinct; observe() takes an index into
+                                    them (or EY_ENGINE_NONE) */
+    int32_t n_engines;           /* 1..EY_MAX_ENGINES */
     const char *const *resource_keys;   /* resource attributes (string values), in order */
     const char *const *resource_values;
     int32_t n_resource;
@@ -137,8 +145,11 @@ typedef struct ey_window {
     int64_t start_ns, end_ns;
     ey_hist signals[EY_MAX_SIGNALS];
     ey_hist latency;  /* "latency_ms" */
-    ey_hist engine_latency[EY_MAX_ENGINES];
-    uint64_t engine_calls[EY_MAX_ENGINES];
+    /* per engine; slot none_slot holds the calls no engine answered ("none"): n_engines, or
+       the index of a spec engine named "none" */
+    ey_hist engine_latency[EY_MAX_ENGINES + 1];
+    uint64_t engine_calls[EY_MAX_ENGINES + 1];
+    int32_t none_slot;
     uint64_t classes[EY_MAX_CLASSES];
     ey_fallback fallbacks[EY_MAX_FALLBACKS];
     int32_t n_fallbacks;
@@ -148,7 +159,9 @@ typedef struct ey_window {
 int ey_window_init(ey_window *w, const ey_spec *spec, int64_t start_ns);
 /* One call (Collector._add for one call): inputs/outputs are the call's tensors with the batch
    first (n_inputs 0 or inputs NULL: a call not sampled, only counters and latency; outputs may
-   be absent alone). latency_s in seconds (stored in ms, as the Python collector does). */
+   be absent alone, as for a call every engine failed). engine: an index into spec->engines, or
+   EY_ENGINE_NONE when no engine answered. latency_s in seconds (stored in ms, as the Python
+   collector does). */
 int ey_window_observe(ey_window *w, const ey_tensor *inputs, int32_t n_inputs,
                       const ey_tensor *outputs, int32_t n_outputs, int32_t engine,
                       double latency_s, int64_t now_ns);

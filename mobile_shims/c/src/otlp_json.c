@@ -60,9 +60,8 @@ static void put_double(out *o, double v)
     put(o, tmp, (size_t)n);
 }
 
-static void put_str(out *o, const char *s) /* as Python's json.dumps(s, ensure_ascii=False) */
+static void put_str_body(out *o, const char *s) /* json.dumps(s, ensure_ascii=False)[1:-1] */
 {
-    put(o, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
@@ -83,6 +82,12 @@ static void put_str(out *o, const char *s) /* as Python's json.dumps(s, ensure_a
             }
         }
     }
+}
+
+static void put_str(out *o, const char *s) /* as Python's json.dumps(s, ensure_ascii=False) */
+{
+    put(o, "\"", 1);
+    put_str_body(o, s);
     put(o, "\"", 1);
 }
 
@@ -146,12 +151,14 @@ static void put_point(out *o, const ey_window *w, const ey_hist *h, const char *
     puts_(o, "}");
 }
 
+/* name: "edgeyard." + name, written whole whatever its length (no intermediate buffer) */
 static void begin_metric(out *o, int *first, const char *name, const char *unit)
 {
     if (!*first) put(o, ",", 1);
     *first = 0;
-    puts_(o, "{\"name\":");
-    put_str(o, name);
+    puts_(o, "{\"name\":\"edgeyard.");
+    put_str_body(o, name);
+    put(o, "\"", 1);
     if (unit != NULL) {
         puts_(o, ",\"unit\":");
         put_str(o, unit);
@@ -161,16 +168,14 @@ static void begin_metric(out *o, int *first, const char *name, const char *unit)
 static void put_histogram(out *o, int *first, const ey_window *w, const char *signal,
                           const ey_hist *h, int is_latency)
 {
-    char name[320];
     if (h->count == 0 && h->missing == 0 && h->non_finite == 0) return;
-    snprintf(name, sizeof name, "edgeyard.%s", signal);
-    begin_metric(o, first, name, is_latency ? "ms" : "1");
+    begin_metric(o, first, signal, is_latency ? "ms" : "1");
     puts_(o, ",\"exponentialHistogram\":{\"dataPoints\":[");
     put_point(o, w, h, NULL);
     puts_(o, "],\"aggregationTemporality\":1}}");
     if (h->missing || h->non_finite) {
         int any = 0;
-        begin_metric(o, first, "edgeyard.invalid_values", NULL);
+        begin_metric(o, first, "invalid_values", NULL);
         puts_(o, ",\"sum\":{\"dataPoints\":[");
         if (h->missing) {
             puts_(o, "{");
@@ -211,9 +216,7 @@ static void put_counter(out *o, int *first, const ey_window *w, const char *name
     for (k = 0; k < n; k++) {
         if (!values[rows[k]]) continue;
         if (!any) {
-            char full[320];
-            snprintf(full, sizeof full, "edgeyard.%s", name);
-            begin_metric(o, first, full, NULL);
+            begin_metric(o, first, name, NULL);
             puts_(o, ",\"sum\":{\"dataPoints\":[");
         } else {
             put(o, ",", 1);
@@ -238,9 +241,15 @@ static void class_attr(out *o, const ey_window *w, int32_t row)
     puts_(o, "}}");
 }
 
+/* engine slot k's name: spec->engines[k], or "none" for the calls no engine answered */
+static const char *engine_name(const ey_window *w, int32_t k)
+{
+    return k < w->spec->n_engines ? w->spec->engines[k] : EY_ENGINE_NONE_NAME;
+}
+
 static void engine_attr(out *o, const ey_window *w, int32_t row)
 {
-    put_kv_str(o, "engine", w->spec->engines[row]);
+    put_kv_str(o, "engine", engine_name(w, row));
 }
 
 static void fallback_attr(out *o, const ey_window *w, int32_t row)
@@ -265,7 +274,7 @@ size_t ey_window_encode_otlp_json(const ey_window *w, const char *upload_id, cha
 {
     out o;
     const ey_spec *spec;
-    int32_t k, j, order[EY_MAX_ENGINES], frows[EY_MAX_FALLBACKS];
+    int32_t k, j, n_slots, order[EY_MAX_ENGINES + 1], frows[EY_MAX_FALLBACKS];
     int32_t crows[EY_MAX_CLASSES];
     uint64_t fvalues[EY_MAX_FALLBACKS], single[2];
     int first = 1;
@@ -285,33 +294,35 @@ size_t ey_window_encode_otlp_json(const ey_window *w, const char *upload_id, cha
     for (k = 0; k < spec->n_signals; k++)
         put_histogram(&o, &first, w, spec->signals[k].name, &w->signals[k], 0);
     put_histogram(&o, &first, w, "latency_ms", &w->latency, 1);
-    /* engines sorted by name (Python sorts str by code point: strcmp on UTF-8 agrees) */
-    for (k = 0; k < spec->n_engines; k++) {
+    /* the spec's engines, and "none" unless a spec engine has that name, sorted by name
+       (Python sorts str by code point: strcmp on UTF-8 agrees) */
+    n_slots = spec->n_engines + (w->none_slot == spec->n_engines);
+    for (k = 0; k < n_slots; k++) {
         int32_t v = k;
-        for (j = k; j > 0 && strcmp(spec->engines[order[j - 1]], spec->engines[v]) > 0; j--)
+        for (j = k; j > 0 && strcmp(engine_name(w, order[j - 1]), engine_name(w, v)) > 0; j--)
             order[j] = order[j - 1];
         order[j] = v;
     }
     {
         int any = 0;
-        for (k = 0; k < spec->n_engines; k++) {
+        for (k = 0; k < n_slots; k++) {
             const ey_hist *h = &w->engine_latency[order[k]];
             if (!w->engine_calls[order[k]] || !h->count) continue;
             if (!any) {
-                begin_metric(&o, &first, "edgeyard.latency_ms.by_engine", "ms");
+                begin_metric(&o, &first, "latency_ms.by_engine", "ms");
                 puts_(&o, ",\"exponentialHistogram\":{\"dataPoints\":[");
             } else {
                 put(&o, ",", 1);
             }
             any = 1;
-            put_point(&o, w, h, spec->engines[order[k]]);
+            put_point(&o, w, h, engine_name(w, order[k]));
         }
         if (any) puts_(&o, "],\"aggregationTemporality\":1}}");
     }
     for (k = 0; k < spec->classes; k++) crows[k] = k;
     put_counter(&o, &first, w, spec->class_name ? spec->class_name : "output.class", w->classes,
                 crows, spec->classes, class_attr);
-    put_counter(&o, &first, w, "calls", w->engine_calls, order, spec->n_engines, engine_attr);
+    put_counter(&o, &first, w, "calls", w->engine_calls, order, n_slots, engine_attr);
     for (k = 0; k < w->n_fallbacks; k++) {
         int32_t v = k;
         fvalues[k] = w->fallbacks[k].count;

@@ -206,14 +206,20 @@ static const ey_tensor *signal_tensor(const ey_signal_spec *s, const ey_tensor *
     return t->data != NULL && t->ndim >= 1 && t->ndim <= EY_MAX_DIMS ? t : NULL;
 }
 
-/* A tensor the window can read: 1..EY_MAX_DIMS dimensions, none negative, data present, and
-   each row (everything after the batch) at least one value. */
+/* A tensor the window can read: 1..EY_MAX_DIMS dimensions, none negative, data present, each
+   row (everything after the batch) at least one value, and a byte size that fits in int64
+   (the offsets below are computed in int64: a shape whose product overflows was undefined
+   behaviour before it was read). */
 static int tensor_ok(const ey_tensor *t)
 {
     int32_t k;
+    int64_t n = 8; /* the largest dtype's bytes */
     if (t->data == NULL || t->ndim < 1 || t->ndim > EY_MAX_DIMS) return 0;
-    for (k = 0; k < t->ndim; k++)
+    for (k = 0; k < t->ndim; k++) {
         if (t->shape[k] < 0) return 0;
+        if (t->shape[k] > 0 && n > INT64_MAX / t->shape[k]) return 0;
+        n *= t->shape[k] ? t->shape[k] : 1;
+    }
     return row_dim(t) >= 1;
 }
 
@@ -250,7 +256,11 @@ int ey_project(const ey_signal_spec *s, const ey_tensor *inputs, int32_t n_input
 int ey_window_init(ey_window *w, const ey_spec *spec, int64_t start_ns)
 {
     int32_t max_size, max_scale, k;
-    if (w == NULL || spec == NULL) return EY_E_ARG;
+    if (w == NULL) return EY_E_ARG;
+    /* w->spec stays NULL until the end: a window whose init failed refuses every call
+       (EY_E_ARG) instead of going on with its previous spec or half of this one */
+    memset(w, 0, sizeof *w);
+    if (spec == NULL) return EY_E_ARG;
     if (spec->n_signals < 0 || spec->n_signals > EY_MAX_SIGNALS || spec->classes < 0 ||
         spec->classes > EY_MAX_CLASSES || (spec->classes && spec->class_output < 0) ||
         spec->n_engines < 1 ||
@@ -260,18 +270,24 @@ int ey_window_init(ey_window *w, const ey_spec *spec, int64_t start_ns)
         return EY_E_SPEC;
     max_size = spec->max_size ? spec->max_size : 160;
     max_scale = spec->max_size ? spec->max_scale : 20; /* max_size 0: both defaults */
-    memset(w, 0, sizeof *w);
-    w->spec = spec;
     w->start_ns = w->end_ns = start_ns;
     for (k = 0; k < spec->n_signals; k++)
         if (spec->signals[k].name == NULL ||
             ey_hist_init(&w->signals[k], max_size, max_scale) != EY_OK)
             return EY_E_SPEC;
-    for (k = 0; k < spec->n_engines; k++)
-        if (spec->engines[k] == NULL || ey_hist_init(&w->engine_latency[k], max_size,
-                                                     max_scale) != EY_OK)
-            return EY_E_SPEC;
-    return ey_hist_init(&w->latency, max_size, max_scale) == EY_OK ? EY_OK : EY_E_SPEC;
+    w->none_slot = spec->n_engines;
+    for (k = 0; k < spec->n_engines; k++) {
+        int32_t j;
+        if (spec->engines[k] == NULL) return EY_E_SPEC;
+        for (j = 0; j < k; j++) /* Python counts calls by name: two slots would not merge */
+            if (!strcmp(spec->engines[j], spec->engines[k])) return EY_E_SPEC;
+        if (!strcmp(spec->engines[k], EY_ENGINE_NONE_NAME)) w->none_slot = k;
+    }
+    for (k = 0; k <= spec->n_engines; k++)
+        if (ey_hist_init(&w->engine_latency[k], max_size, max_scale) != EY_OK) return EY_E_SPEC;
+    if (ey_hist_init(&w->latency, max_size, max_scale) != EY_OK) return EY_E_SPEC;
+    w->spec = spec;
+    return EY_OK;
 }
 
 static int argmax_row(const ey_tensor *t, int64_t r)
@@ -301,7 +317,8 @@ int ey_window_observe(ey_window *w, const ey_tensor *inputs, int32_t n_inputs,
     int rc;
     if (w == NULL || w->spec == NULL) return EY_E_ARG;
     spec = w->spec;
-    if (engine < 0 || engine >= spec->n_engines) return EY_E_ARG;
+    if (engine == EY_ENGINE_NONE) engine = w->none_slot; /* Collector._add: None -> "none" */
+    else if (engine < 0 || engine >= spec->n_engines) return EY_E_ARG;
     if (outputs == NULL) n_outputs = 0;
     if (inputs != NULL && n_inputs > 0) {
         int64_t batch = inputs[0].shape[0], r0;
