@@ -28,9 +28,8 @@ def versions_of(release_dir: Path, out: Path, versions: list[str],
         shutil.copytree(release_dir, d)
         m = json.loads((d / "release.json").read_text())
         m["model"]["version"] = v
-        m.pop("signature", None)
         (d / "release.json").write_text(json.dumps(m, indent=2))
-        sign_release(d, key)
+        sign_release(d, key)  # a new release.json.sig over the edited bytes
         dirs[v] = d
     return dirs, pub
 

@@ -207,17 +207,16 @@ def inspect(
         cal = m["calibration"]
         typer.echo(f"calibration: {cal['count']} samples" if cal else "calibration: none")
         typer.echo("toolchain: " + ", ".join(f"{k} {v}" for k, v in m["toolchain"].items()))
-        sig = m.get("signature")
-        typer.echo(f"signature: {sig['algorithm']} key {sig['key_id']}" if sig else
-                   "signature: none (edgeyard sign RELEASE --key KEY.pem)")
+        typer.echo(f"signature: {_signature_line(rel.path, m)}")
     problems = rel.verify_files()
     unchecked: list[str] = []  # checks a missing extra kept from running, with its pip command
+    notes: list[str] = []
     if public_key is not None:
-        from .signing import verify_manifest
+        from .signing import verify_release
 
         key_bytes = read_file_option(public_key, "--public-key")
         try:
-            verdict = verify_manifest(rel.manifest, key_bytes)
+            verdict = verify_release(rel.path, key_bytes)
         except MissingExtra as exc:
             unchecked.append(f"signature not checked: {exc}")
         except EdgeyardError as exc:  # not an Ed25519 PEM key
@@ -225,6 +224,8 @@ def inspect(
         else:
             if not verdict.manifest_ok:
                 problems.append(f"signature: {verdict.reason}")
+            if verdict.deprecated:
+                notes.append(f"warning: {verdict.deprecated}")
     try:
         rel.validate()
     except MissingExtra as exc:
@@ -235,6 +236,8 @@ def inspect(
         typer.echo(f"PROBLEM: {p}", err=True)
     for u in unchecked:
         typer.echo(f"error: {u}", err=True)
+    for n in notes:
+        typer.echo(n, err=True)
     code = (ExitCode.FAILED if problems else ExitCode.MISSING_EXTRA if unchecked
             else ExitCode.OK)
     if as_json:
@@ -243,6 +246,24 @@ def inspect(
     elif code == ExitCode.OK:
         typer.echo("files: every sha256 matches; manifest matches its schema")
     raise typer.Exit(code)
+
+
+def _signature_line(release: Path, manifest: dict[str, Any]) -> str:
+    """What `inspect` says of a release's signature (read, not verified)."""
+    from .signing import SIGNATURE_FILE, SigningError, parse_signature_line
+
+    sig_file = release / SIGNATURE_FILE
+    if sig_file.is_file():
+        try:
+            algorithm, kid, _ = parse_signature_line(sig_file.read_bytes())
+        except (SigningError, OSError) as exc:
+            return f"unreadable {SIGNATURE_FILE}: {exc}"
+        return f"{algorithm} key {kid} ({SIGNATURE_FILE})"
+    old = manifest.get("signature")
+    if old:
+        return (f"{old.get('algorithm')} key {old.get('key_id')} (inside release.json: the old "
+                f"format, deprecated; re-sign with edgeyard sign RELEASE --key KEY.pem)")
+    return "none (edgeyard sign RELEASE --key KEY.pem)"
 
 
 envs_app = typer.Typer(help="Isolated environments for converters whose pins conflict with "
@@ -315,8 +336,10 @@ def sign(
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM)")],
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest signed and the key id as JSON")] = False,
 ) -> None:
-    """Sign a release's manifest (and each artifact's entry) with an Ed25519 key. Exit 4 when
-    the key cannot be read or the release's files do not match its manifest."""
+    """Sign a release with an Ed25519 key: writes release.json.sig, a detached signature over
+    release.json's exact bytes (a release signed the old way, inside release.json, loses that
+    field). Exit 4 when the key cannot be read or the release's files do not match its
+    manifest."""
     from .signing import sign_release
 
     try:
@@ -324,9 +347,11 @@ def sign(
     except EdgeyardError as exc:
         raise _fail(exc) from None
     if as_json:
-        print_json({"manifest": str(release / "release.json"), "key_id": kid})
+        print_json({"manifest": str(release / "release.json"),
+                    "signature": str(release / "release.json.sig"), "key_id": kid})
         return
-    typer.echo(f"signed {release / 'release.json'} with key {kid}")
+    typer.echo(f"signed {release / 'release.json'} with key {kid} "
+               f"(signature: {release / 'release.json.sig'})")
 
 
 @app.command()

@@ -154,6 +154,9 @@ class Release:
         if tel:
             files.append((tel["reference"]["path"], tel["reference"]["sha256"],
                           "telemetry reference"))
+            if tel.get("directions"):  # releases built before the directions file have none
+                files.append((tel["directions"]["path"], tel["directions"]["sha256"],
+                              "projection directions"))
         for rel, digest, what in files:
             p = self.path / rel
             if not p.exists():

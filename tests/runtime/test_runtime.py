@@ -61,17 +61,41 @@ def test_corrupted_artifact_is_refused_and_the_next_engine_answers(signed_releas
     assert rt.status()["served_by"] == {"executorch-fp32": 1}
 
 
-def test_tampered_manifest(signed_release, release_copy):
+def test_tampered_manifest_trusts_no_engine(signed_release, release_copy):
+    # any edit of release.json breaks release.json.sig: every engine is refused
     manifest = json.loads((release_copy / "release.json").read_text())
+    manifest["profiles"]["phone"]["budgets"]["max_latency_p90_ms"] = 500.0
+    (release_copy / "release.json").write_text(json.dumps(manifest))
+    rt = Runtime.from_release(release_copy, "phone", signed_release["public"],
+                              default=np.zeros((1, 10), np.float32))
+    for state, reason in states(rt).values():
+        assert state == "failed" and "release.json edited or replaced" in reason, reason
+    # no .sig at all: not signed
+    (release_copy / "release.json.sig").unlink()
+    rt = Runtime.from_release(release_copy, "phone", signed_release["public"])
+    assert all("the release is not signed" in r for _, r in states(rt).values())
+
+
+def test_tampered_old_format_manifest_trusts_the_untouched_entries(signed_release,
+                                                                    release_copy, tmp_path):
+    """The deprecated embedded format, read for one more version: per-artifact trust."""
+    from edgeyard.signing import generate_keys, load_private_key, sign_manifest
+
+    priv, pub = generate_keys(tmp_path / "old.pem")
+    manifest = sign_manifest(json.loads((release_copy / "release.json").read_text()),
+                             load_private_key(priv))
+    (release_copy / "release.json.sig").unlink()
     # an edit outside the artifact entries: each engine still verifies on its own statement
     manifest["profiles"]["phone"]["budgets"]["max_latency_p90_ms"] = 500.0
     (release_copy / "release.json").write_text(json.dumps(manifest))
-    rt = Runtime.from_release(release_copy, "phone", signed_release["public"])
+    with pytest.warns(DeprecationWarning, match="edgeyard sign"):
+        rt = Runtime.from_release(release_copy, "phone", pub)
     assert [s for s, _ in states(rt).values()] == ["healthy"] * 3
     # an edit of the primary's entry (a looser self-test tolerance): that engine is refused
     manifest["artifacts"]["tflite-int8"]["selftest"]["atol"] = 1e9
     (release_copy / "release.json").write_text(json.dumps(manifest))
-    rt = Runtime.from_release(release_copy, "phone", signed_release["public"])
+    with pytest.warns(DeprecationWarning):
+        rt = Runtime.from_release(release_copy, "phone", pub)
     state, reason = states(rt)["tflite-int8"]
     assert state == "failed" and "does not verify either (tampered)" in reason
     assert states(rt)["executorch-fp32"][0] == "healthy"

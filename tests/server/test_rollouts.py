@@ -75,8 +75,9 @@ def test_release_files_are_served_content_addressed_with_etag_and_ranges(
     q = "model=digits&device=d1&profile=host"
     assert get(f"{server.url}/v1/assignment?{q}", ingest)[0] == 204  # nothing stable yet
     first = c.register(dirs["1.0"])
-    assert "release.json" in first["uploaded"] and len(first["uploaded"]) >= 4
-    again = c.register(dirs["1.1"])  # the same artifacts: nothing but the manifest is new
+    assert {"release.json", "release.json.sig"} <= set(first["uploaded"])
+    assert len(first["uploaded"]) >= 5
+    again = c.register(dirs["1.1"])  # the same artifacts: nothing but the manifest (and .sig) is new
     stored = get(f"{server.url}/api/releases/digits/1.1/files", server.key("admin"))
     assert json.loads(stored[2])["missing"] == []
     c.set_stable("digits", "1.0")
@@ -85,6 +86,10 @@ def test_release_files_are_served_content_addressed_with_etag_and_ranges(
     assert status == 200 and a["release"] == "1.0" and a["rollout"] is None
     raw = (dirs["1.0"] / "release.json").read_bytes()
     assert a["manifest_sha256"] == hashlib.sha256(raw).hexdigest()
+    # the detached signature is served as uploaded: byte for byte, like the manifest
+    sig_url = f"{server.url}/v1/releases/digits/1.0/files/release.json.sig"
+    assert get(sig_url, ingest)[2] == (dirs["1.0"] / "release.json.sig").read_bytes()
+    assert get(f"{server.url}/v1/releases/digits/1.0/files/release.json", ingest)[2] == raw
 
     m = json.loads(raw)
     path = m["artifacts"]["onnx-fp32"]["path"]
@@ -109,6 +114,8 @@ def test_release_files_are_served_content_addressed_with_etag_and_ranges(
     with pytest.raises(ServerError, match="not the manifest registered"):
         c._call("PUT", "/api/releases/digits/1.0/files/release.json",
                 raw=raw.replace(b'"1.0"', b'"9.9"', 1))
+    with pytest.raises(ServerError, match="not one line"):
+        c._call("PUT", "/api/releases/digits/1.0/files/release.json.sig", raw=b"garbage")
     # an ingest key of another app reads nothing of this one
     from edgeyard.server import store
 
@@ -157,14 +164,15 @@ def test_the_updater_never_installs_a_tampered_replayed_or_unsigned_release(
     assert got.startswith("refused 1.1") and "sha256" in got, got
     assert u.serving_release() == "1.0" and u.poll_once().startswith("refused 1.1")
     c.rollout(c.rollouts("digits")[-1]["id"], "rollback")
-    # replayed: release 1.0's signed manifest served as 1.2
+    # replayed: release 1.0's signed manifest (and its valid .sig) served as 1.2
     with engine.begin() as conn:
-        old = conn.execute(db.release_files.select().where(
-            (db.release_files.c.release == "1.0") & (db.release_files.c.path == "release.json"))
-        ).first()
-        conn.execute(update(db.release_files).where(
-            (db.release_files.c.release == "1.2") & (db.release_files.c.path == "release.json")
-        ).values(sha256=old.sha256, size=old.size))
+        for path in ("release.json", "release.json.sig"):
+            old = conn.execute(db.release_files.select().where(
+                (db.release_files.c.release == "1.0") & (db.release_files.c.path == path))
+            ).first()
+            conn.execute(update(db.release_files).where(
+                (db.release_files.c.release == "1.2") & (db.release_files.c.path == path)
+            ).values(sha256=old.sha256, size=old.size))
     start_rollout(c, "1.2", steps=[100])
     got = u.poll_once()
     assert got.startswith("refused 1.2") and "replayed" in got, got
@@ -175,9 +183,7 @@ def test_the_updater_never_installs_a_tampered_replayed_or_unsigned_release(
 
 def test_an_unsigned_release_is_refused(serve, releases, tmp_path):
     dirs, pub = releases
-    m = json.loads((dirs["1.2"] / "release.json").read_text())
-    m.pop("signature", None)
-    (dirs["1.2"] / "release.json").write_text(json.dumps(m))
+    (dirs["1.2"] / "release.json.sig").unlink()  # unsigned: no detached signature
     server = serve(None)
     c = client_of(server)
     c.register(dirs["1.0"])
@@ -187,8 +193,31 @@ def test_an_unsigned_release_is_refused(serve, releases, tmp_path):
     assert u.poll_once() == "installed 1.0"
     start_rollout(c, "1.2", steps=[100])
     got = u.poll_once()
-    assert got.startswith("refused 1.2") and "signature" in got, got
+    assert got.startswith("refused 1.2") and "signature" in got and "not signed" in got, got
     assert u.serving_release() == "1.0"
+
+
+def test_an_old_format_release_still_installs_for_one_version(serve, releases, tmp_path):
+    """A release signed the old way (a `signature` field inside release.json, no .sig) is
+    still taken, with the deprecation noted; re-signing it is what `edgeyard sign` does."""
+    from edgeyard.signing import load_private_key, sign_manifest
+
+    dirs, pub = releases
+    d = dirs["1.1"]
+    m = sign_manifest(json.loads((d / "release.json").read_text()),
+                      load_private_key(Path(pub).with_name("release.pem")))
+    (d / "release.json").write_text(json.dumps(m, indent=2))
+    (d / "release.json.sig").unlink()
+    server = serve(None)
+    c = client_of(server)
+    c.register(dirs["1.0"])
+    assert "release.json.sig" not in c.register(d)["uploaded"]
+    c.set_stable("digits", "1.0")
+    u = updater_for(server, tmp_path / "dev", pub)
+    assert u.poll_once() == "installed 1.0" and "deprecated" not in u.stats
+    start_rollout(c, "1.1", steps=[100])
+    assert u.poll_once() == "installed 1.1"
+    assert "edgeyard sign" in u.stats["deprecated"]
 
 
 class CuttingProxy:

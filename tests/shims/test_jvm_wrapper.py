@@ -2,8 +2,10 @@
 written and signed by the Python code.
 
 The release is made by hand (no model is built): three engine artifacts plus a skipped one, a
-golden.npz, non-ASCII and control characters in strings and Python-repr floats, so that the Java
-side has to reproduce the signed canonical bytes exactly. The Java tests stand in for LiteRT and
+golden.npz, non-ASCII and control characters in strings and Python-repr floats. It is signed
+twice: the current way (release.json.sig over the file's bytes: the Java side parses nothing to
+check it) and the old way (deprecated: a `signature` field over canonical JSON, which the Java
+side has to rebuild byte for byte). The Java tests stand in for LiteRT and
 ExecuTorch with fake engines computing the same y = x @ W as the ONNX artifact.
 """
 
@@ -22,6 +24,7 @@ from edgeyard._hashing import sha256_file
 from edgeyard.release import write_json_atomic
 
 ANDROID = Path(__file__).resolve().parents[2] / "mobile_shims" / "android"
+SIGNATURE_VECTORS = ANDROID.parent / "testdata" / "signatures"
 # the model of the hand-made release: y = x @ W (the Java fakes hard-code the same W)
 W = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
 JUNIT_JARS = ("junit4.jar", "hamcrest-core.jar")
@@ -138,23 +141,38 @@ def write_release(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory):
-    """The release signed with a fresh key, another key, and the bytes Python signed."""
+    """The release signed with a fresh key (release.json.sig), the same release signed the old
+    way (deprecated: `signature` inside release.json), another key, and the bytes Python signed
+    in the old format."""
     pytest.importorskip("cryptography", reason="signing the test release needs `cryptography`")
-    from edgeyard.signing import artifact_statement, generate_keys, manifest_body, sign_release
+    from edgeyard.signing import (
+        artifact_statement,
+        generate_keys,
+        load_private_key,
+        manifest_body,
+        sign_manifest,
+        sign_release,
+    )
 
     base = tmp_path_factory.mktemp("jvm")
     root = base / "release"
     write_release(root)
     priv, pub = generate_keys(base / "keys" / "release.pem")
     _, other = generate_keys(base / "keys" / "other.pem")
+    legacy = base / "legacy"
+    shutil.copytree(root, legacy)
     sign_release(root, priv)
-    manifest = json.loads((root / "release.json").read_text())
+    assert "signature" not in json.loads((root / "release.json").read_text())
+    manifest = sign_manifest(json.loads((legacy / "release.json").read_text()),
+                             load_private_key(priv))
+    write_json_atomic(legacy / "release.json", manifest)
     expected = base / "expected"
     expected.mkdir()
     (expected / "manifest_body.bin").write_bytes(manifest_body(manifest))
     for tid in manifest["signature"]["artifacts"]:
         (expected / f"statement_{tid}.bin").write_bytes(artifact_statement(manifest, tid))
-    return {"root": root, "public": pub, "other": other, "expected": expected, "base": base}
+    return {"root": root, "legacy": legacy, "public": pub, "other": other, "expected": expected,
+            "base": base}
 
 
 def _compile(out: Path, classpath: str) -> None:
@@ -176,7 +194,8 @@ def test_jvm_wrapper_junit(signed, tmp_path):
     _compile(classes, junit)
     tests = sorted(p.stem for p in (ANDROID / "src/test/java/dev/edgeyard/mobile").glob("*Test.java"))
     assert tests, "no JUnit test classes found"
-    props = {"edgeyard.release": signed["root"], "edgeyard.publicKey": signed["public"],
+    props = {"edgeyard.release": signed["root"], "edgeyard.legacyRelease": signed["legacy"],
+             "edgeyard.signatureVectors": SIGNATURE_VECTORS, "edgeyard.publicKey": signed["public"],
              "edgeyard.otherPublicKey": signed["other"], "edgeyard.expected": signed["expected"],
              "edgeyard.scratch": tmp_path / "scratch"}
     cmd = [java, *FAST_JVM, *(f"-D{k}={v}" for k, v in props.items()),
@@ -196,12 +215,15 @@ def test_python_accepts_the_release_the_jvm_tests_read(signed):
     pytest.importorskip("onnxruntime")
     from edgeyard.release import load_release
     from edgeyard.runtime.runtime import Runtime
-    from edgeyard.signing import verify_manifest
+    from edgeyard.signing import verify_release
 
     rel = load_release(signed["root"])
     rel.validate()
     assert rel.verify_files() == []
-    assert verify_manifest(rel.manifest, signed["public"]).manifest_ok
+    assert verify_release(signed["root"], signed["public"]).manifest_ok
+    with pytest.warns(DeprecationWarning, match="edgeyard sign"):
+        old = verify_release(signed["legacy"], signed["public"])
+    assert old.manifest_ok and old.deprecated and len(old.artifact_ok) == 3
     assert [e["target"] for e in rel.chain("phone")] == ["tflite-int8", "executorch-fp32",
                                                           "onnx-fp32", "coreml-fp16"]
     with Runtime.from_release(signed["root"], "desk", signed["public"]) as rt:

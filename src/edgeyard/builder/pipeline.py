@@ -255,11 +255,12 @@ def _build_release(inputs: _Inputs, settings: _Settings, t_start: float) -> Rele
                                      inputs.distill_options, inputs.profiles, staging, build_into,
                                      say)
         if key is not None:
-            from ..signing import key_id, sign_manifest
+            from ..signing import sign_manifest_file
 
-            release.manifest = sign_manifest(release.manifest, key)
+            # detached: release.json.sig over the exact bytes written here
+            release.manifest = {k: v for k, v in release.manifest.items() if k != "signature"}
             write_json_atomic(staging / MANIFEST, release.manifest)
-            say(f"signed with key {key_id(key.public_key())}")
+            say(f"signed with key {sign_manifest_file(staging / MANIFEST, key)}")
         shutil.rmtree(staging / ".work", ignore_errors=True)
         _publish(staging, out)
     except BaseException:
@@ -962,9 +963,13 @@ def _write_telemetry(ctx: _Context) -> dict[str, Any]:
     (staging / TELEMETRY_DIR).mkdir(exist_ok=True)
     ref_path = staging / TELEMETRY_DIR / "reference.json"
     ref_path.write_text(dumps_reference(reference_window(spec, ctx.eval_inputs, ctx.reference)))
+    from ..telemetry.projections import write_directions  # the directions as data, for C
+
+    directions = write_directions(spec, staging, TELEMETRY_DIR)
     return {"projections": spec,
             "reference": {"path": f"{TELEMETRY_DIR}/reference.json",
-                          "sha256": sha256_file(ref_path)}}
+                          "sha256": sha256_file(ref_path)},
+            **({"directions": directions} if directions else {})}
 
 
 def _write_predictions(ctx: _Context) -> dict[str, Any]:

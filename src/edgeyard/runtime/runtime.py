@@ -128,10 +128,14 @@ class Runtime:
             static output or a function of the inputs).
         wrap_engine: hook to wrap each loaded engine (instrumentation, fault injection in tests).
 
-        Per engine, in chain order: signature (manifest or the artifact's own statement), the
-        artifact's sha256, loading in its runtime, then the self-test on the golden inputs
-        within the tolerance recorded at build time. An engine that fails any step is marked
-        failed with the reason (see `status()`); the others still load.
+        Per engine, in chain order: signature, the artifact's sha256, loading in its runtime,
+        then the self-test on the golden inputs within the tolerance recorded at build time. An
+        engine that fails any step is marked failed with the reason (see `status()`); the
+        others still load. The signature is release.json.sig over release.json's exact bytes:
+        bytes that verify trust every engine (each still checked against its sha256), bytes
+        that do not verify trust none. Only an old-format release (an embedded `signature`
+        field, deprecated: re-sign it with `edgeyard sign`) can still trust an engine whose own
+        signed statement verifies after the manifest was edited.
         """
         root = Path(path)
         manifest = read_manifest(root)
@@ -146,7 +150,7 @@ class Runtime:
         budget_ms = manifest["profiles"][profile].get("budgets", {}).get("max_latency_p90_ms")
         hw_threads = manifest["profiles"][profile].get("hardware", {}).get("threads", 1)
         policy = breaker or BreakerPolicy()
-        trust = _Trust(manifest, public_key, allow_unsigned)
+        trust = _Trust(root, manifest, public_key, allow_unsigned)
         golden_problem = trust.golden_problem(root)
         golden = None if golden_problem else _golden(root, manifest)
         slots = []
@@ -341,29 +345,33 @@ def _reason_key(reason: str) -> str:
 
 
 class _Trust:
-    """Signature checks for one release, done once."""
+    """Signature checks for one release, done once (see `edgeyard.signing`)."""
 
-    def __init__(self, manifest: dict[str, Any], public_key: Any, allow_unsigned: bool) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], public_key: Any,
+                 allow_unsigned: bool) -> None:
         self.manifest = manifest
-        self.verdict = None
+        self.verdict: Any = None
         self.blanket: str | None = None
         if public_key is None:
             if not allow_unsigned:
                 self.blanket = ("no public key given: pass public_key=... to verify the release, "
                                 "or allow_unsigned=True to load it without signature checks")
-        else:
-            from ..signing import verify_manifest
+            return
+        from ..signing import verify_release
 
-            self.verdict = verify_manifest(manifest, public_key)
-            if not manifest.get("signature"):
-                self.blanket = "the release is not signed (sign it with `edgeyard sign`)"
+        self.verdict = verify_release(root, public_key)  # reads the bytes, then parses them
+        if not self.verdict.signed:
+            self.blanket = self.verdict.reason or "the release is not signed"
+        elif self.verdict.manifest is not None and self.verdict.manifest != manifest:
+            # what verified is not what was read a moment before: trust neither
+            self.blanket = "signature check failed: release.json changed while it was loaded"
 
     def problem(self, artifact_id: str) -> str | None:
         if self.blanket:
             return self.blanket
         if self.verdict is None or self.verdict.artifact_trusted(artifact_id):
             return None
-        if self.verdict.wrong_key:
+        if self.verdict.wrong_key or self.verdict.deprecated is None:
             return f"signature check failed: {self.verdict.reason}"
         return (f"signature check failed: {self.verdict.reason}, and this artifact's own entry "
                 f"does not verify either (tampered)")

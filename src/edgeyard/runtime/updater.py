@@ -11,10 +11,12 @@ On disk, under `root`: `releases/<version>-<manifest sha256[:12]>/` (one directo
 received), `current` and `previous` (symlinks to two of them), `state.json` (what failed here and
 why), `staging-*` (a download in progress; a cut download resumes with HTTP Range).
 
-A release is taken only when every check passes, in this order: the manifest downloaded from
-the server names the assigned model and version (an old signed release replayed under a new
-version is refused), its Ed25519 signature verifies with the app's public key, every file it
-lists has the size and sha256 the signed manifest records, and `Runtime.from_release` loads it
+A release is taken only when every check passes, in this order: its Ed25519 signature verifies
+with the app's public key (release.json.sig over release.json's bytes as downloaded, checked
+before they are parsed; a release in the old embedded format still verifies, with a deprecation
+warning), the manifest names the assigned model and version (an old signed release replayed
+under a new version is refused), every file it lists has the size and sha256 the signed manifest
+records, and `Runtime.from_release` loads it
 with its primary engine passing the self-test on the golden inputs. Then `current` is swapped
 with one `rename` (atomic on POSIX); `previous` keeps what served before. A release that fails
 any check is recorded in `state.json` and not fetched again while the server keeps assigning it;
@@ -52,6 +54,8 @@ from ..errors import EdgeyardError
 from ..release import read_manifest
 
 CHUNK = 1 << 16
+SIGNATURE_FILE = "release.json.sig"  # edgeyard.signing's; not imported: it loads `cryptography`
+MAX_SIGNATURE_FILE = 1024
 
 
 class UpdateError(EdgeyardError):
@@ -230,16 +234,14 @@ class Updater:
         base = (f"{self.server}/v1/releases/{urllib.parse.quote(a.model)}/"
                 f"{urllib.parse.quote(a.release)}/files/")
         self._fetch(base + "release.json", staging / "release.json", a.manifest_sha256, None)
-        try:
-            manifest = json.loads((staging / "release.json").read_text())
-        except ValueError as exc:
-            raise UpdateError(f"release.json of {a.release} is not JSON: {exc}") from None
+        sig = self._fetch_signature(base + SIGNATURE_FILE, staging / SIGNATURE_FILE)
+        # the signature first, over the bytes as downloaded; only then are they parsed
+        manifest = self._verify_signature((staging / "release.json").read_bytes(), sig, a)
         if manifest.get("model", {}).get("name") != a.model or \
                 str(manifest.get("model", {}).get("version")) != a.release:
             raise UpdateError(f"the manifest served as {a.model} {a.release} is "
                               f"{manifest.get('model', {}).get('name')} "
                               f"{manifest.get('model', {}).get('version')} (replayed or mixed up)")
-        self._verify_signature(manifest)
         for rel, sha, size in _files(manifest, self.profile):
             self._fetch(base + urllib.parse.quote(rel), staging / rel, sha, size)
         return staging
@@ -281,14 +283,43 @@ class Updater:
             raise UpdateError(f"{dest.name} does not match its sha256 (tampered or corrupt)")
         os.replace(part, dest)
 
-    def _verify_signature(self, manifest: dict[str, Any]) -> None:
-        if self.public_key is None:
-            return  # allow_unsigned (tests only)
-        from ..signing import verify_manifest
+    def _fetch_signature(self, url: str, dest: Path) -> bytes | None:
+        """release.json.sig (small, and its own check is the signature): None when the server
+        has none (an unsigned release, or one in the old embedded format)."""
+        try:
+            with self._get(url) as resp:
+                data: bytes = resp.read(MAX_SIGNATURE_FILE + 1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                dest.unlink(missing_ok=True)
+                return None
+            raise Interrupted(f"download of {dest.name} failed: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise Interrupted(f"download of {dest.name} was cut: {exc}") from None
+        if len(data) > MAX_SIGNATURE_FILE:
+            raise UpdateError(f"{dest.name} is larger than {MAX_SIGNATURE_FILE} bytes: not a "
+                              f"signature")
+        dest.write_bytes(data)  # the runtime checks it again when it loads the release
+        return data
 
-        verdict = verify_manifest(manifest, self.public_key)
-        if not verdict.manifest_ok:
-            raise UpdateError(f"signature check failed: {verdict.reason}")
+    def _verify_signature(self, data: bytes, sig: bytes | None, a: Assignment) -> dict[str, Any]:
+        """The manifest parsed from `data`, once its signature holds (UpdateError otherwise)."""
+        if self.public_key is not None:
+            from ..signing import verify_bytes
+
+            verdict = verify_bytes(data, sig, self.public_key)
+            if not verdict.manifest_ok:
+                raise UpdateError(f"signature check failed: {verdict.reason}")
+            if verdict.deprecated:
+                self.stats["deprecated"] = f"{a.release}: {verdict.deprecated}"
+        # allow_unsigned (tests only) parses unchecked bytes
+        try:
+            manifest = json.loads(data)
+        except ValueError as exc:
+            raise UpdateError(f"release.json of {a.release} is not JSON: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise UpdateError(f"release.json of {a.release} is not a JSON object")
+        return manifest
 
     def _check(self, staged: Path, a: Assignment) -> None:
         """The release loads here and its primary engine passes the self-test."""
@@ -371,7 +402,7 @@ def _manifest_sha(directory: Path) -> str:
 
 def _files(manifest: dict[str, Any], profile: str) -> list[tuple[str, str, int | None]]:
     """(path, sha256, size) of every file the device needs: the profile's artifacts, the golden
-    data, the telemetry reference."""
+    data, the telemetry reference and projection directions (a native collector reads them)."""
     out: list[tuple[str, str, int | None]] = []
     if profile not in manifest.get("profiles", {}):
         raise UpdateError(f"the release has no profile {profile!r}")
@@ -386,6 +417,8 @@ def _files(manifest: dict[str, Any], profile: str) -> list[tuple[str, str, int |
     tel = manifest.get("telemetry")
     if tel:
         out.append((tel["reference"]["path"], tel["reference"]["sha256"], None))
+        if tel.get("directions"):
+            out.append((tel["directions"]["path"], tel["directions"]["sha256"], None))
     for rel, _, _ in out:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise UpdateError(f"the manifest names a file outside the release: {rel!r}")

@@ -8,7 +8,11 @@ with the sha256 the manifest records. Contents are stored once per sha256 (`blob
 releases that share a file share its row. Devices download with `GET
 /v1/releases/{model}/{release}/files/{path}` (ETag = the sha256, Range for a resumed
 download); the server is not trusted by the device for any of it: the device checks the
-Ed25519 signature of the manifest and every sha256 itself (`runtime.updater`).
+Ed25519 signature of the manifest and every sha256 itself (`runtime.updater`). The signature is
+one more file, `release.json.sig` (detached, over release.json's exact bytes: the server keeps
+and serves the bytes uploaded, never a re-serialization); it is uploaded when the release
+directory has one, checked only to be a signature line, and not required to serve (a release
+in the old format carries its signature inside release.json; devices refuse an unsigned one).
 
 A device's assignment: the release an active rollout gives its cohort (`rollouts.py`), else the
 app's stable release (set by hand for the first release, and by a rollout that completes).
@@ -30,6 +34,7 @@ from . import db
 from .store import _write
 
 MANIFEST = "release.json"
+SIGNATURE = "release.json.sig"  # edgeyard.signing.SIGNATURE_FILE
 
 
 class FileRefused(EdgeyardError, ValueError):
@@ -46,7 +51,7 @@ class NotServable(EdgeyardError, ValueError):
 
 def listed_files(manifest: dict[str, Any]) -> dict[str, tuple[str, int | None]]:
     """path -> (sha256, size) of every file a device may download: every artifact with a file
-    (every profile's), the golden data, the telemetry reference."""
+    (every profile's), the golden data, the telemetry reference and projection directions."""
     out: dict[str, tuple[str, int | None]] = {}
     for a in (manifest.get("artifacts") or {}).values():
         if a.get("path") and a.get("sha256") and not str(a["path"]).endswith(".mlpackage"):
@@ -54,9 +59,11 @@ def listed_files(manifest: dict[str, Any]) -> dict[str, tuple[str, int | None]]:
     g = manifest.get("golden") or {}
     if g.get("path") and g.get("sha256"):
         out[g["path"]] = (g["sha256"], None)
-    ref = ((manifest.get("telemetry") or {}).get("reference") or {})
-    if ref.get("path") and ref.get("sha256"):
-        out[ref["path"]] = (ref["sha256"], None)
+    tel = manifest.get("telemetry") or {}
+    for part in ("reference", "directions"):
+        f = tel.get(part) or {}
+        if f.get("path") and f.get("sha256"):
+            out[f["path"]] = (f["sha256"], None)
     return {p: v for p, v in out.items() if _safe(p)}
 
 
@@ -87,6 +94,13 @@ def put_file(engine: Engine, model: str, release: str, path: str, data: bytes) -
         if sent != manifest:
             raise FileRefused(f"{MANIFEST} is not the manifest registered for {model} "
                               f"{release}: register it again first")
+    elif path == SIGNATURE:
+        from ..signing import SigningError, parse_signature_line
+
+        try:
+            parse_signature_line(data)
+        except SigningError as exc:
+            raise FileRefused(str(exc)) from None
     else:
         listed = listed_files(manifest)
         if path not in listed:
@@ -118,9 +132,10 @@ def files(engine: Engine, model: str, release: str) -> dict[str, dict[str, Any]]
 
 
 def missing_files(engine: Engine, model: str, release: str) -> list[str]:
-    """What a device would need and the server does not have yet (release.json included)."""
+    """What a device would need and the server does not have yet (release.json and its .sig
+included)."""
     have = files(engine, model, release)
-    want = [MANIFEST, *listed_files(_manifest(engine, model, release))]
+    want = [MANIFEST, SIGNATURE, *listed_files(_manifest(engine, model, release))]
     return [p for p in want if p not in have]
 
 
@@ -151,7 +166,8 @@ def manifest_sha(engine: Engine, model: str, release: str) -> str | None:
 def servable(engine: Engine, model: str, release: str) -> None:
     """Raise `NotServable` unless every file of the release is stored (a device could take
     it), `ReleaseNotRegistered` for a release the server does not know."""
-    missing = missing_files(engine, model, release)
+    # no .sig: the devices judge (an old-format release signs inside release.json)
+    missing = [p for p in missing_files(engine, model, release) if p != SIGNATURE]
     if missing:
         raise NotServable(f"{model} {release} cannot be served yet: {len(missing)} of its files "
                          f"are not uploaded ({', '.join(missing[:5])}); run `edgeyard releases "

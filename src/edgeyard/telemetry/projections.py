@@ -14,17 +14,36 @@ Signals (one value per sample unless said otherwise):
   logits, as decided at build time from the source model's outputs), and the predicted class as
   an exact counter; for other outputs, the per-sample output mean;
 - `latency_ms` and the engine / fallback counters come from the runtime, not from a projection.
+
+Random-projection directions as data (`write_directions`): numpy's seeded draw (PCG64 +
+ziggurat) is not something a device without numpy can redo, so a release also carries the
+directions in `telemetry/directions.f64`, a file any C program reads without a JSON parser:
+for each `random_projection` signal, in the order of `telemetry.projections.signals`, its `dim`
+values as little-endian IEEE-754 float64, already scaled by 1/sqrt(dim) (exactly the vector
+`Projector(spec).directions(name)` multiplies by), back to back with no header or padding; the
+file is `8 * sum(dim)` bytes. The manifest's telemetry section names it:
+
+    "directions": {"path": "telemetry/directions.f64", "sha256": "<hex>", "format": "f64le",
+                   "signals": ["input.x.rp0", ...], "offsets": [0, 64, ...]}
+
+`offsets[k]` is where signal k's values start, counted in float64 values (not bytes). Releases
+built before this file existed have no "directions" entry; Python never needs it (it draws the
+same directions from the seeds).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 VERSION = 1
 SKETCH = {"max_size": 160, "max_scale": 20}
+DIRECTIONS_FILE = "directions.f64"
+DIRECTIONS_FORMAT = "f64le"
 
 
 def default_projections(inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]],
@@ -162,3 +181,60 @@ class Projector:
         if c and outputs is not None:
             classes = np.asarray(outputs[c["output"]]).argmax(axis=1)
         return values, classes
+
+
+def directions_bytes(spec: dict[str, Any]) -> tuple[bytes, list[str], list[int]]:
+    """(file bytes, signal names, offsets in values) of the spec's random-projection directions
+    in the `directions.f64` layout (see the module docstring)."""
+    projector = Projector(spec)
+    parts: list[bytes] = []
+    names: list[str] = []
+    offsets: list[int] = []
+    at = 0
+    for s in spec["signals"]:
+        if s["kind"] != "random_projection":
+            continue
+        d = np.ascontiguousarray(projector.directions(s["name"]), dtype="<f8")
+        names.append(s["name"])
+        offsets.append(at)
+        parts.append(d.tobytes())
+        at += d.size
+    return b"".join(parts), names, offsets
+
+
+def write_directions(spec: dict[str, Any], release_dir: str | Path, rel_dir: str
+                     ) -> dict[str, Any] | None:
+    """Write `<release_dir>/<rel_dir>/directions.f64` and return its manifest entry, or None when
+    the spec has no random projections (no file is written)."""
+    data, names, offsets = directions_bytes(spec)
+    if not names:
+        return None
+    rel = f"{rel_dir}/{DIRECTIONS_FILE}"
+    path = Path(release_dir) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(),
+            "format": DIRECTIONS_FORMAT, "signals": names, "offsets": offsets}
+
+
+def read_directions(release_dir: str | Path, entry: dict[str, Any], spec: dict[str, Any]
+                    ) -> dict[str, np.ndarray]:
+    """signal name -> direction, read from a release's `directions.f64` (what a device reads);
+    checks the format, the sha256 and the size against the spec's `dim`s."""
+    if entry.get("format") != DIRECTIONS_FORMAT:
+        raise ValueError(f"directions format {entry.get('format')!r}; this code reads "
+                         f"{DIRECTIONS_FORMAT!r}")
+    data = (Path(release_dir) / entry["path"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{entry['path']}: sha256 mismatch (the file was edited or truncated)")
+    dims = {s["name"]: int(s["dim"]) for s in spec["signals"]
+            if s["kind"] == "random_projection"}
+    if list(dims) != list(entry["signals"]):
+        raise ValueError(f"{entry['path']} holds {entry['signals']}; the projections' random "
+                         f"projections are {list(dims)}")
+    values = np.frombuffer(data, dtype="<f8")
+    if values.size != sum(dims.values()):
+        raise ValueError(f"{entry['path']}: {values.size} values; the spec needs "
+                         f"{sum(dims.values())}")
+    return {name: values[off:off + dims[name]].astype(np.float64)
+            for name, off in zip(entry["signals"], entry["offsets"], strict=True)}

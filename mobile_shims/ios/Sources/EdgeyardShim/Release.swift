@@ -1,4 +1,7 @@
 // The release manifest and its checks, as edgeyard/signing.py and edgeyard/_hashing.py do them.
+// The signature is detached (release.json.sig over release.json's exact bytes), so checking it
+// needs no JSON at all; the canonical writer below serves only the old embedded format
+// (deprecated, read for one more version).
 // NOT COMPILED in edgeyard's CI (no Swift toolchain there): a port of the Android wrapper's
 // Json / Manifest / Signatures / Sha256 (mobile_shims/android), which is compiled and tested.
 
@@ -195,6 +198,40 @@ public func sha256Hex(_ url: URL) throws -> String {
 
 /// The Ed25519 checks of edgeyard/signing.py with CryptoKit.
 public enum Signatures {
+    public static let signatureFile = "release.json.sig"
+
+    /// release.json.sig (`ed25519 <key_id> <base64 signature>\n`) over release.json's exact
+    /// `bytes`; check it before parsing them. Bytes that verify trust every artifact (each still
+    /// checked against its sha256), others trust none. `sig` nil (no .sig): the old embedded
+    /// format, deprecated (re-sign such a release with `edgeyard sign`).
+    public static func verify(bytes: Data, sig: Data?, _ key: Curve25519.Signing.PublicKey)
+        -> (ok: Bool, reason: String?, artifacts: [String: Bool]) {
+        guard let sig = sig else {
+            if let m = try? JSON.parse(bytes), case .object(let f)? = m["signature"], !f.isEmpty {
+                return verify(m, key)
+            }
+            return (false, "the release is not signed (no release.json.sig): sign it with `edgeyard sign`", [:])
+        }
+        var b = [UInt8](sig)
+        if b.last == 0x0A { b.removeLast() }
+        if b.last == 0x0D { b.removeLast() }
+        // bytes, not Characters: Swift reads "\r\n" as one Character
+        let fields = b.split(separator: 0x20, omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
+        guard b.count <= 1024, b.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }), fields.count == 3,
+              !fields[0].isEmpty, !fields[1].isEmpty, let raw = Data(base64Encoded: fields[2]) else {
+            return (false, "release.json.sig is not one line 'ed25519 <key_id> <base64>'", [:])
+        }
+        guard fields[0] == "ed25519" else { return (false, "unsupported signature algorithm '\(fields[0])'", [:]) }
+        guard fields[1] == keyId(key) else {
+            return (false, "signed with key \(fields[1]), but the key given is \(keyId(key)) (wrong key)", [:])
+        }
+        guard key.isValidSignature(raw, for: bytes) else {
+            return (false, "the signature does not verify over release.json's bytes (release.json edited or replaced after signing)", [:])
+        }
+        return (true, nil, [:])
+    }
+
     /// A key as `edgeyard keys generate` writes it (PEM SubjectPublicKeyInfo).
     public static func publicKey(pem: String) throws -> Curve25519.Signing.PublicKey {
         let b64 = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
@@ -226,7 +263,8 @@ public enum Signatures {
         ]).canonical()
     }
 
-    /// (manifest signature holds, why not, per-artifact statement verdicts)
+    /// Deprecated (the old embedded format, read for one more version): (manifest signature
+    /// holds, why not, per-artifact statement verdicts) of the `signature` field inside `m`.
     public static func verify(_ m: JSON, _ key: Curve25519.Signing.PublicKey)
         -> (ok: Bool, reason: String?, artifacts: [String: Bool]) {
         guard let sig = m["signature"], case .object(let fields) = sig, !fields.isEmpty else {

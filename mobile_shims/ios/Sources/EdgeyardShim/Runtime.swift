@@ -93,12 +93,17 @@ public final class EdgeRuntime {
     public init(release dir: URL, profile: String, publicKeyPEM: String?, factories: [EngineFactory],
                 collectors: [Collector] = [], policy: BreakerPolicy = BreakerPolicy(),
                 clock: @escaping () -> Double = { ProcessInfo.processInfo.systemUptime }) throws {
-        let m = try JSON.parse(Data(contentsOf: dir.appendingPathComponent("release.json")))
+        // the signature is checked over the bytes read here, before they are parsed
+        let bytes = try Data(contentsOf: dir.appendingPathComponent("release.json"))
+        var verdict: (ok: Bool, reason: String?, artifacts: [String: Bool])?
+        if let pem = publicKeyPEM {
+            let sig = try? Data(contentsOf: dir.appendingPathComponent(Signatures.signatureFile))
+            verdict = Signatures.verify(bytes: bytes, sig: sig, try Signatures.publicKey(pem: pem))
+        }
+        let m = try JSON.parse(bytes)
         guard m["schema"]?.string == "edgeyard.release" else { throw ShimError.manifest("not an edgeyard release") }
         guard let p = m["profiles"]?[profile] else { throw ShimError.manifest("release has no profile \(profile)") }
         let budget = p["budgets"]?["max_latency_p90_ms"]?.double.map { $0 / 1e3 }
-        var verdict: (ok: Bool, reason: String?, artifacts: [String: Bool])?
-        if let pem = publicKeyPEM { verdict = Signatures.verify(m, try Signatures.publicKey(pem: pem)) }
         let names = { (k: String) in m["model"]?[k]?.array.compactMap { $0["name"]?.string } ?? [] }
         var slots: [Slot] = []
         for link in p["chain"]?.array ?? [] {

@@ -2,7 +2,8 @@ package dev.edgeyard.mobile;
 
 import java.io.File;
 import java.io.IOException;
-import java.security.PublicKey;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -67,7 +68,7 @@ public final class EdgeRuntime implements AutoCloseable {
     public static final class Builder {
         private final File releaseDir;
         private final String profile;
-        private PublicKey publicKey;
+        private Ed25519.Key publicKey;
         private boolean allowUnsigned;
         private int threads;
         private BreakerPolicy policy = BreakerPolicy.DEFAULT;
@@ -81,7 +82,7 @@ public final class EdgeRuntime implements AutoCloseable {
         }
 
         /** The release's Ed25519 public key (see {@link Signatures#publicKeyFromPem}). */
-        public Builder publicKey(PublicKey key) {
+        public Builder publicKey(Ed25519.Key key) {
             this.publicKey = key;
             return this;
         }
@@ -179,11 +180,14 @@ public final class EdgeRuntime implements AutoCloseable {
     // --- loading --------------------------------------------------------------------------------
 
     private static EdgeRuntime load(Builder o) throws ManifestException {
-        Manifest m = Manifest.load(o.releaseDir);
+        // the signature is checked over the bytes read here, before they are parsed
+        byte[] bytes = Signatures.readManifestBytes(o.releaseDir);
+        Trust trust = new Trust(o.releaseDir, bytes, o.publicKey, o.allowUnsigned);
+        Manifest m = Manifest.parse(bytes, new File(o.releaseDir, Manifest.FILE_NAME).toString());
+        trust.manifest = m;
         List<Manifest.ChainEntry> chain = m.chain(o.profile);
         Double budget = m.latencyBudgetSeconds(o.profile);
         int threads = o.threads > 0 ? o.threads : m.threads(o.profile);
-        Trust trust = new Trust(m, o.publicKey, o.allowUnsigned);
         String goldenProblem = trust.goldenProblem(o.releaseDir);
         Golden golden = null;
         if (goldenProblem == null) {
@@ -555,23 +559,31 @@ public final class EdgeRuntime implements AutoCloseable {
 
     /** Signature checks for one release, done once (edgeyard/runtime/runtime.py's _Trust). */
     private static final class Trust {
-        private final Manifest manifest;
+        private Manifest manifest;
         private Signatures.Verdict verdict;
         private String blanket;
 
-        Trust(Manifest m, PublicKey key, boolean allowUnsigned) {
-            this.manifest = m;
+        Trust(File dir, byte[] manifestBytes, Ed25519.Key key, boolean allowUnsigned) {
             if (key == null) {
                 if (!allowUnsigned) {
                     blanket = "no public key given: pass publicKey(...) to verify the release, "
                             + "or allowUnsigned() to load it without signature checks";
                 }
-            } else {
-                verdict = Signatures.verify(m.root, key);
-                Object sig = m.root.get("signature");
-                if (!(sig instanceof Map) || ((Map<?, ?>) sig).isEmpty()) {
-                    blanket = "the release is not signed (sign it with `edgeyard sign`)";
-                }
+                return;
+            }
+            byte[] sig;
+            try {
+                sig = Files.readAllBytes(new File(dir, Signatures.SIGNATURE_FILE).toPath());
+            } catch (NoSuchFileException e) {
+                sig = null;
+            } catch (IOException e) {
+                blanket = "signature check failed: cannot read " + Signatures.SIGNATURE_FILE + ": "
+                        + e.getMessage();
+                return;
+            }
+            verdict = Signatures.verifyBytes(manifestBytes, sig, key);
+            if (!verdict.signed) {
+                blanket = verdict.reason;
             }
         }
 
@@ -582,7 +594,7 @@ public final class EdgeRuntime implements AutoCloseable {
             if (verdict == null || verdict.artifactTrusted(artifactId)) {
                 return null;
             }
-            if (verdict.reason != null && verdict.reason.contains("wrong key")) {
+            if (verdict.wrongKey || verdict.deprecated == null) {
                 return "signature check failed: " + verdict.reason;
             }
             return "signature check failed: " + verdict.reason

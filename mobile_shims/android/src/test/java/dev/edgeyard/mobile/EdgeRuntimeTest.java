@@ -9,7 +9,6 @@ import static org.junit.Assert.fail;
 
 import java.io.File;
 import java.nio.file.Files;
-import java.security.PublicKey;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -116,7 +115,7 @@ public class EdgeRuntimeTest {
 
     @Test
     public void theWrongKeyLoadsNothing() throws Exception {
-        PublicKey other = Fixtures.key("edgeyard.otherPublicKey");
+        Ed25519.Key other = Fixtures.key("edgeyard.otherPublicKey");
         try (EdgeRuntime rt = builder(Fixtures.release()).publicKey(other).build()) {
             String reason = status(rt, "onnx-fp32").reason;
             assertTrue(reason, reason.startsWith("signature check failed: signed with key "));
@@ -130,8 +129,32 @@ public class EdgeRuntimeTest {
     }
 
     @Test
-    public void anEditedManifestLoadsOnlyTheUntouchedEntries() throws Exception {
+    public void anEditedManifestLoadsNothing() throws Exception {
         File dir = Fixtures.copy();
+        Fixtures.editManifest(dir, "\"max_latency_p90_ms\": 5.0", "\"max_latency_p90_ms\": 500.0");
+        try (EdgeRuntime rt = builder(dir).build()) {
+            for (String target : CHAIN.subList(0, 3)) {
+                assertEquals("signature check failed: the signature does not verify over release.json's "
+                        + "bytes (release.json edited or replaced after signing)", status(rt, target).reason);
+            }
+            assertTrue(rt.healthyEngines().isEmpty());
+        }
+    }
+
+    @Test
+    public void withoutTheSigFileTheReleaseIsUnsigned() throws Exception {
+        File dir = Fixtures.copy();
+        Files.delete(new File(dir, Signatures.SIGNATURE_FILE).toPath());
+        try (EdgeRuntime rt = builder(dir).build()) {
+            assertTrue(status(rt, "onnx-fp32").reason,
+                    status(rt, "onnx-fp32").reason.startsWith("the release is not signed"));
+            assertTrue(rt.healthyEngines().isEmpty());
+        }
+    }
+
+    @Test
+    public void anEditedOldFormatManifestLoadsOnlyTheUntouchedEntries() throws Exception {
+        File dir = Fixtures.copy(Fixtures.legacyRelease());
         // point the tflite entry at another file with a matching hash: its own statement breaks
         File evil = new File(dir, "artifacts/evil.tflite");
         Files.write(evil.toPath(), "evil".getBytes("UTF-8"));

@@ -8,16 +8,15 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.security.GeneralSecurityException;
-import java.security.PublicKey;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
 
 /**
- * What the tests share: the release written and signed by the Python test
- * (tests/shims/test_jvm_wrapper.py passes its paths as system properties), a manual clock and
+ * What the tests share: the release written and signed by the Python test, in the current
+ * format and the old one (tests/shims/test_jvm_wrapper.py passes their paths as system
+ * properties), the shared signature vectors, a manual clock and
  * fake engines computing the release's model, y = x @ W.
  */
 final class Fixtures {
@@ -38,18 +37,33 @@ final class Fixtures {
         return property("edgeyard.release");
     }
 
-    static PublicKey key(String property) throws IOException, GeneralSecurityException {
+    /** The same release signed the old way (deprecated): a {@code signature} field inside. */
+    static File legacyRelease() {
+        return property("edgeyard.legacyRelease");
+    }
+
+    /** mobile_shims/testdata/signatures: the vectors shared with Python and Swift. */
+    static File signatureVectors() {
+        return property("edgeyard.signatureVectors");
+    }
+
+    static Ed25519.Key key(String property) throws IOException {
         return Signatures.publicKeyFromPem(new String(Files.readAllBytes(property(property).toPath()),
                 StandardCharsets.US_ASCII));
     }
 
-    static PublicKey releaseKey() throws IOException, GeneralSecurityException {
+    static Ed25519.Key releaseKey() throws IOException {
         return key("edgeyard.publicKey");
     }
 
     /** A private copy of the signed release that a test may damage. */
     static File copy() throws IOException {
-        Path src = release().toPath();
+        return copy(release());
+    }
+
+    /** A private copy of the release in {@code from}. */
+    static File copy(File from) throws IOException {
+        Path src = from.toPath();
         Path dest = property("edgeyard.scratch").toPath().resolve("copy" + COPIES.incrementAndGet());
         try (Stream<Path> s = Files.walk(src)) {
             for (Path p : (Iterable<Path>) s::iterator) {
