@@ -211,8 +211,9 @@ def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namesp
     out: dict = {}
     for mode in ("stored", "null"):
         data_dir = tmp / f"{name}-{mode}"
-        server = Server(data_dir, database if mode == "stored" else None, args.workers,
-                        *(["--discard"] if mode == "null" else []))
+        flags = ["--discard"] if mode == "null" else \
+            (["--commit-on-loop"] if args.commit_on_loop else [])
+        server = Server(data_dir, database if mode == "stored" else None, args.workers, *flags)
         try:
             key = server.key("ingest")
             for conns in args.connections:
@@ -352,6 +353,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--day-devices", type=int, default=10_000)
     ap.add_argument("--skip-day", action="store_true")
+    ap.add_argument("--commit-on-loop", action="store_true",
+                    help="the stored server commits on its event loop (edgeyard serve's flag)")
     ap.add_argument("--generate", metavar="URL")
     ap.add_argument("--key")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

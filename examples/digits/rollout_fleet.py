@@ -58,7 +58,7 @@ class Device(threading.Thread):
 
     def __init__(self, i: int, root: Path, server: str, key: str, pub: Path, x: np.ndarray,
                  bad: dict[str, float], poll_s: float, pace_s: float = 0.004,
-                 profile: str = "host", model: str = "digits") -> None:
+                 profile: str = "host", model: str = "digits", window_s: float = 0.5) -> None:
         super().__init__(name=f"device-{i}", daemon=True)
         self.i, self.x, self.bad, self.pace_s = i, x, bad, pace_s
         self.device_id = f"device-{i:03d}"
@@ -75,7 +75,7 @@ class Device(threading.Thread):
             self.updater, poll=True,
             collector_options={"endpoint": server + "/v1/metrics", "api_key": key,
                                "spool_dir": str(root / self.device_id / "spool"),
-                               "window_s": 0.5, "window_calls": 200, "max_overhead": None},
+                               "window_s": window_s, "window_calls": 200, "max_overhead": None},
             # the devices are threads of one process: a call's wall time includes its wait for
             # the GIL, so the runtime's latency budget (which demotes an engine whose p90 is
             # over it) would act on the simulation's queue: it is off here

@@ -100,6 +100,10 @@ def serve(
     merge_in_request: Annotated[bool, typer.Option(
         help="merge each window into the aggregates in its request's transaction instead of "
              "appending it for the background compactor")] = False,
+    commit_on_loop: Annotated[bool, typer.Option(
+        help="run each group commit on the event loop instead of a thread beside it: more "
+             "uploads/s on a worker that only ingests, but a slow fsync then stalls every other "
+             "request (device polls, downloads, the API)")] = False,
     discard: Annotated[bool, typer.Option(
         help="decode and answer uploads but store nothing: the null endpoint benchmarks/"
              "ingest.py compares storage with", hidden=True)] = False,
@@ -126,7 +130,8 @@ def serve(
                         rollout_tick_s=rollout_tick or None,
                         precompute_every_s=precompute_every or None,
                         retention_s=retention_days * 86400 or None,
-                        append=not merge_in_request, discard=discard)
+                        append=not merge_in_request, loop_writer=commit_on_loop,
+                        discard=discard)
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()

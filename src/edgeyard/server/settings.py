@@ -28,7 +28,7 @@ class Settings:
     retention_s: float | None = None  # uploads and aggregates older than this are deleted
     leader_retry_s: float = 5.0  # how often a follower tries to become the leader
     append: bool = True  # requests append windows, the compactor merges them (False: merge inline)
-    loop_writer: bool = True  # group commits on the event loop (False: in a thread beside it)
+    loop_writer: bool = False  # group commits on the event loop (--commit-on-loop; False: a thread)
     discard: bool = False  # decode and answer, store nothing (the benchmark's null endpoint)
     extra: dict[str, Any] = field(default_factory=dict)
 

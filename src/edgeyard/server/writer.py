@@ -125,12 +125,15 @@ class GroupWriter:
 
 
 class LoopWriter(GroupWriter):
-    """The group commit on the event loop's own thread (the server's default): `submit`
-    queues the request and schedules one flush; the flush commits everything queued by then,
-    while the loop waits. A writer thread beside the loop shared the GIL with it: after each of
-    its database calls it waited up to the interpreter's switch interval (5 ms) while the loop
-    decoded, so a commit of 4 windows took 7 ms of wall time for 1.7 ms of work (measured:
-    benchmarks/ingest.py). Called outside an event loop, `submit` commits at once."""
+    """The group commit on the event loop's own thread (`edgeyard serve --commit-on-loop`):
+    `submit` queues the request and schedules one flush; the flush commits everything queued by
+    then, while the loop waits. A writer thread beside the loop shares the GIL with it: after
+    each of its database calls it waits up to the interpreter's switch interval (5 ms) while the
+    loop decodes, so a commit of 4 windows took 7 ms of wall time for 1.7 ms of work (measured:
+    benchmarks/ingest.py). But every request of the worker waits while the loop commits: with a
+    disk busy with another process's fsyncs, 50 devices' polls for their assignment took a
+    median 2.2 s against 0.13 s with the thread (tests/server/test_rollouts.py's fleet), so
+    the thread is the default. Called outside an event loop, `submit` commits at once."""
 
     def _start(self) -> None:  # no thread
         self._queued: collections.deque[Request] = collections.deque()
