@@ -144,6 +144,24 @@ def test_c_library_replays_every_vector():
     assert "0 guard checks failed" in r.stdout  # tests/test_guards.c: bad tensors and names
 
 
+def test_c_library_replays_every_vector_on_aarch64_under_qemu():
+    """The same vectors and guard tests cross-compiled for 64-bit ARM and run under QEMU user
+    mode (`make test-aarch64`): NaN is compared as NaN (ARM gives NaN another sign bit)."""
+    make = shutil.which("make")
+    missing = [t for t in ("aarch64-linux-gnu-gcc", "qemu-aarch64") if shutil.which(t) is None]
+    if not Path("/usr/aarch64-linux-gnu/include/stdio.h").exists():
+        missing.append("the arm64 C library headers")
+    if make is None or missing:
+        pytest.skip(f"needs {', '.join(missing) or 'make'}: apt-get install -y "
+                    "--no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross "
+                    "qemu-user (.ci/run does)")
+    r = subprocess.run([make, "-s", "-C", str(C_DIR), "test-aarch64"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert " 0 failures" in r.stdout
+    assert "0 guard checks failed" in r.stdout
+
+
 def _other_processor_env(coretype: str) -> dict[str, str]:
     """This host made to compute like another processor: OpenBLAS forced to `coretype`, numpy's
     SIMD code paths beyond its baseline switched off (NPY_DISABLE_CPU_FEATURES)."""

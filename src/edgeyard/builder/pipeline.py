@@ -258,7 +258,6 @@ def _build_release(inputs: _Inputs, settings: _Settings, t_start: float) -> Rele
             from ..signing import sign_manifest_file
 
             # detached: release.json.sig over the exact bytes written here
-            release.manifest = {k: v for k, v in release.manifest.items() if k != "signature"}
             write_json_atomic(staging / MANIFEST, release.manifest)
             say(f"signed with key {sign_manifest_file(staging / MANIFEST, key)}")
         shutil.rmtree(staging / ".work", ignore_errors=True)
@@ -926,7 +925,6 @@ def _manifest(ctx: _Context) -> dict[str, Any]:
         "artifacts": {k: _artifact_entry(j) for k, j in ctx.jobs.items()},
         "profiles": {p.name: _profile_entry(ctx, p) for p in ctx.profiles},
         "telemetry": telemetry,
-        "signature": None,
     }
 
 

@@ -5,7 +5,11 @@
 // NOT COMPILED in edgeyard's CI (no Swift toolchain there): a port of the Android wrapper's
 // Json / Manifest / Signatures / Sha256 (mobile_shims/android), which is compiled and tested.
 
+#if canImport(CryptoKit)
 import CryptoKit
+#else
+import Crypto  // swift-crypto: CryptoKit's API off Apple platforms
+#endif
 import Foundation
 
 /// A JSON value whose numbers keep their source text, so that the canonical bytes Python signed
