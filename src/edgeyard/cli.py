@@ -340,7 +340,7 @@ def sign(
     release.json's exact bytes (a release signed the old way, inside release.json, loses that
     field). Exit 4 when the key cannot be read or the release's files do not match its
     manifest."""
-    from .signing import sign_release
+    from .signing import SIGNATURE_FILE, sign_release
 
     try:
         kid = sign_release(release, key)
@@ -348,7 +348,7 @@ def sign(
         raise _fail(exc) from None
     if as_json:
         print_json({"manifest": str(release / "release.json"),
-                    "signature": str(release / "release.json.sig"), "key_id": kid})
+                    "signature": str(release / SIGNATURE_FILE), "key_id": kid})
         return
     typer.echo(f"signed {release / 'release.json'} with key {kid} "
                f"(signature: {release / 'release.json.sig'})")

@@ -52,9 +52,9 @@ from .._files import write_json_atomic
 from .._hashing import sha256_file
 from ..errors import EdgeyardError
 from ..release import read_manifest
+from ..signing import SIGNATURE_FILE  # a name only: `cryptography` loads on first verify
 
 CHUNK = 1 << 16
-SIGNATURE_FILE = "release.json.sig"  # edgeyard.signing's; not imported: it loads `cryptography`
 MAX_SIGNATURE_FILE = 1024
 
 

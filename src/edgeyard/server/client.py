@@ -102,8 +102,10 @@ class Client:
         if files:
             base = f"/api/releases/{_q(out['model'])}/{_q(out['release'])}/files"
             missing = self._call("GET", base)["missing"]
-            if "release.json.sig" in missing and not (root / "release.json.sig").is_file():
-                missing.remove("release.json.sig")  # unsigned, or signed the old way inside
+            from ..signing import SIGNATURE_FILE
+
+            if SIGNATURE_FILE in missing and not (root / SIGNATURE_FILE).is_file():
+                missing.remove(SIGNATURE_FILE)  # unsigned, or signed the old way inside
             for rel in missing:
                 f = root / rel
                 if not f.is_file():

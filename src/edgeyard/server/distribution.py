@@ -30,11 +30,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 
 from ..errors import EdgeyardError, NotFound
+from ..signing import SIGNATURE_FILE
 from . import db
 from .store import _write
 
 MANIFEST = "release.json"
-SIGNATURE = "release.json.sig"  # edgeyard.signing.SIGNATURE_FILE
 
 
 class FileRefused(EdgeyardError, ValueError):
@@ -94,7 +94,7 @@ def put_file(engine: Engine, model: str, release: str, path: str, data: bytes) -
         if sent != manifest:
             raise FileRefused(f"{MANIFEST} is not the manifest registered for {model} "
                               f"{release}: register it again first")
-    elif path == SIGNATURE:
+    elif path == SIGNATURE_FILE:
         from ..signing import SigningError, parse_signature_line
 
         try:
@@ -135,7 +135,7 @@ def missing_files(engine: Engine, model: str, release: str) -> list[str]:
     """What a device would need and the server does not have yet (release.json and its .sig
 included)."""
     have = files(engine, model, release)
-    want = [MANIFEST, SIGNATURE, *listed_files(_manifest(engine, model, release))]
+    want = [MANIFEST, SIGNATURE_FILE, *listed_files(_manifest(engine, model, release))]
     return [p for p in want if p not in have]
 
 
@@ -167,7 +167,7 @@ def servable(engine: Engine, model: str, release: str) -> None:
     """Raise `NotServable` unless every file of the release is stored (a device could take
     it), `ReleaseNotRegistered` for a release the server does not know."""
     # no .sig: the devices judge (an old-format release signs inside release.json)
-    missing = [p for p in missing_files(engine, model, release) if p != SIGNATURE]
+    missing = [p for p in missing_files(engine, model, release) if p != SIGNATURE_FILE]
     if missing:
         raise NotServable(f"{model} {release} cannot be served yet: {len(missing)} of its files "
                          f"are not uploaded ({', '.join(missing[:5])}); run `edgeyard releases "
