@@ -152,7 +152,8 @@ def load(url: str, key: str, seconds: float, connections: int) -> dict:
 
 
 class Server:
-    def __init__(self, data_dir: Path, database: str | None, workers: int, *extra: str) -> None:
+    def __init__(self, data_dir: Path, database: str | None, workers: int, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         import socket
 
         with socket.socket() as s:
@@ -164,7 +165,7 @@ class Server:
                "--data-dir", str(data_dir), "--check-every", "0", "--rollout-tick", "0",
                "--workers", str(workers), *extra] + (["--database", database] if database else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
+                                     text=True, env={**os.environ, **(env or {})})
         assert self.proc.stdout is not None and "listening" in self.proc.stdout.readline()
         for _ in range(600):
             try:
@@ -206,21 +207,26 @@ def uploads_stored(database: str, data_dir: Path) -> int:
         engine.dispose()
 
 
-def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace) -> dict:
-    """Stored and null-endpoint runs for each connection count."""
+def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace,
+               decoder: str = "native") -> dict:
+    """Stored and null-endpoint runs for each connection count; `decoder` "python": the
+    server's native fast path for collector bodies turned off (EDGEYARD_NATIVE_DECODE=0)."""
     out: dict = {}
+    env = {"EDGEYARD_NATIVE_DECODE": "0"} if decoder == "python" else {}
     for mode in ("stored", "null"):
-        data_dir = tmp / f"{name}-{mode}"
+        data_dir = tmp / f"{name}-{decoder}-{mode}"
         flags = ["--discard"] if mode == "null" else \
             (["--commit-on-loop"] if args.commit_on_loop else [])
-        server = Server(data_dir, database if mode == "stored" else None, args.workers, *flags)
+        server = Server(data_dir, database if mode == "stored" else None, args.workers, *flags,
+                        env=env)
         try:
             key = server.key("ingest")
             for conns in args.connections:
                 runs = [load(server.url, key, args.seconds, conns) for _ in range(args.repeats)]
                 runs.sort(key=lambda r: r["uploads_per_s"])
                 out[f"{mode}_{conns}"] = {**runs[len(runs) // 2], "runs": runs}
-                print(name, mode, conns, round(runs[len(runs) // 2]["uploads_per_s"]), flush=True)
+                print(name, decoder, mode, conns, round(runs[len(runs) // 2]["uploads_per_s"]),
+                      flush=True)
         finally:
             server.stop()
         if mode == "stored":
@@ -355,6 +361,9 @@ def main() -> int:
     ap.add_argument("--skip-day", action="store_true")
     ap.add_argument("--commit-on-loop", action="store_true",
                     help="the stored server commits on its event loop (edgeyard serve's flag)")
+    ap.add_argument("--decoders", nargs="+", choices=["native", "python"], default=["native"],
+                    help="python: also measure with the native fast path for collector bodies "
+                         "turned off (the same run, after the native one)")
     ap.add_argument("--generate", metavar="URL")
     ap.add_argument("--key")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -373,7 +382,12 @@ def main() -> int:
         if pg is not None:
             backends["postgresql"] = pg.create_database()
         for name, database in backends.items():
-            results[name] = {"throughput": throughput(tmp, name, database, args)}
+            results[name] = {}
+            for decoder in args.decoders:
+                key = "throughput" if decoder == "native" else f"throughput_{decoder}"
+                db_url = pg.create_database() if name == "postgresql" and pg and \
+                    decoder != args.decoders[0] else database
+                results[name][key] = throughput(tmp, name, db_url, args, decoder)
             if not args.skip_day:
                 day_db = pg.create_database() if name == "postgresql" and pg else None
                 results[name]["day"] = day(tmp, name, day_db, args)
@@ -392,23 +406,25 @@ def main() -> int:
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    md = ["| database | connections | uploads/s stored | p50 / p99 ms | uploads/s null endpoint "
-          "| stored / null |", "|---|---|---|---|---|---|"]
-    for name in ("sqlite", "postgresql"):
-        r = results.get(name, {}).get("throughput")
-        if not r:
-            continue
+    md = ["| database | decoder | connections | uploads/s stored | p50 / p99 ms | uploads/s null "
+          "endpoint | stored / null |", "|---|---|---|---|---|---|---|"]
+    runs = [(name, decoder, results[name][key]) for name in ("sqlite", "postgresql")
+            for decoder, key in (("native", "throughput"), ("python", "throughput_python"))
+            if results.get(name, {}).get(key)]
+    for name, decoder, r in runs:
         for c in args.connections:
             s, n = r[f"stored_{c}"], r[f"null_{c}"]
-            md.append(f"| {name} | {c} | {s['uploads_per_s']:,.0f} | {s['latency_p50_ms']:.1f} / "
-                      f"{s['latency_p99_ms']:.1f} | {n['uploads_per_s']:,.0f} | "
-                      f"{s['uploads_per_s'] / n['uploads_per_s']:.2f} |")
+            md.append(f"| {name} | {decoder} | {c} | {s['uploads_per_s']:,.0f} | "
+                      f"{s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} | "
+                      f"{n['uploads_per_s']:,.0f} | {s['uploads_per_s'] / n['uploads_per_s']:.2f} |")
     md.append("")
-    for name in ("sqlite", "postgresql"):
-        r = results.get(name, {}).get("throughput")
-        if r:
-            md.append(f"- {name}: {r['acknowledged']:,} uploads acknowledged, {r['stored']:,} "
-                      f"stored, {r['lost']} lost.")
+    for name, decoder, r in runs:
+        md.append(f"- {name}, {decoder} decoder: {r['acknowledged']:,} uploads acknowledged, "
+                  f"{r['stored']:,} stored, {r['lost']} lost.")
+    if any(d == "python" for _, d, _ in runs):
+        md.append("- decoder: `native` is the compiled fast path for collector bodies "
+                  "(`edgeyard/server/_otlp.c`), `python` the same server with it turned off "
+                  "(`EDGEYARD_NATIVE_DECODE=0`), measured after it in the same run.")
     md += ["", "| database | devices x windows | day check live (cold / warm) | leader's "
            "compute | day check precomputed (cold / warm) | report page cold | storage per "
            "device-day |", "|---|---|---|---|---|---|---|"]

@@ -140,6 +140,9 @@ def serve(
     typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
                + ", ".join(f"{k} key: {v}" for k, v in keys.items())
                + (f"; {workers} workers" if workers > 1 else "") + ")")
+    from .fastdecode import describe
+
+    typer.echo(f"uploads decoded: {describe()}")
     sys.stdout.flush()
     if workers > 1:
         from .workers import serve_workers

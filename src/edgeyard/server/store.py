@@ -63,7 +63,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_any
 from ..errors import EdgeyardError
-from ..telemetry.sketch import ExpHistogram, Parts
+from ..telemetry.sketch import ExpHistogram, ExpParts, Parts
 from ..telemetry.window import LATENCY, Window
 from . import cumulative, db, decode
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
@@ -618,34 +618,18 @@ def _sketch_parts(h: Sketch) -> tuple[Any, ...]:
     return ("x", h.serialize()) if isinstance(h, ExplicitHistogram) else h.to_parts()
 
 
-class _Encoded:
-    """A pending window's exponential histogram as stored (`ExpHistogram.to_parts`), with
-    the totals `_Tally` reads: merged with the rest of its aggregate without being rebuilt."""
-
-    __slots__ = ("count", "missing", "non_finite", "sum", "t")
-
-    def __init__(self, t: Parts) -> None:
-        self.t = t
-        self.count, self.sum, self.missing, self.non_finite = t[9], t[10], t[13], t[14]
-
-    def is_empty(self) -> bool:
-        return not (self.count or self.missing or self.non_finite)
-
-
 def _sketch_of(t: tuple[Any, ...]) -> Any:
-    """What `decode_parts` gives per signal: an `ExplicitHistogram`, or `_Encoded`."""
-    return ExplicitHistogram.deserialize(t[1]) if t[0] == "x" else _Encoded(t)  # type: ignore[arg-type]
+    """What `decode_parts` gives per signal: an `ExplicitHistogram`, or `ExpParts`."""
+    return ExplicitHistogram.deserialize(t[1]) if t[0] == "x" else ExpParts(t)  # type: ignore[arg-type]
 
 
 def _merged(parts: Sequence[Any]) -> Sketch:
-    """The merge of an aggregate's base and parts, `_Encoded` ones included."""
+    """The merge of an aggregate's base and parts, `ExpParts` ones included."""
     if any(isinstance(p, ExplicitHistogram) for p in parts):
-        return merge_any([ExpHistogram.from_parts(p.t) if isinstance(p, _Encoded) else p
-                          for p in parts])
-    if not any(isinstance(p, _Encoded) for p in parts):
+        return merge_any([p.build() if isinstance(p, ExpParts) else p for p in parts])
+    if not any(isinstance(p, ExpParts) for p in parts):
         return merge_any(parts)
-    return ExpHistogram.merge_parts([p.t if isinstance(p, _Encoded) else p.to_parts()
-                                     for p in parts])
+    return ExpHistogram.merge_parts([p.to_parts() for p in parts])
 
 
 def encode_parts(up: Upload) -> bytes:
@@ -657,7 +641,7 @@ def encode_parts(up: Upload) -> bytes:
 
 def decode_parts(data: bytes, up: Upload) -> Upload:
     """`up` (the identity) with the parts `encode_parts` wrote; its exponential histograms stay
-    encoded (`_Encoded`), for `_merged`."""
+    encoded (`ExpParts`), for `_merged`."""
     version, sketches, counters, sketch_points, counter_points, points = marshal.loads(data)
     if version != PARTS_VERSION:
         raise ValueError(f"pending parts of version {version}; this server reads "

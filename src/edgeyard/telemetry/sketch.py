@@ -496,3 +496,31 @@ class ExpHistogram:
     def __repr__(self) -> str:
         return (f"ExpHistogram(n={self.count}, scale={self.scale}, "
                 f"buckets={len(self.positive.trimmed())}+{len(self.negative.trimmed())})")
+
+
+class ExpParts:
+    """An exponential histogram held as its parts (`ExpHistogram.to_parts`), with the totals a
+    merge checks (count, sum, missing, non_finite): what the server's decoder makes of a
+    received point and its compactor reads back from `pending`, merged by
+    `ExpHistogram.merge_parts` without ever being built. `missing` and `non_finite` may be
+    changed (the decoder folds the invalid-values counters into them); `build` gives the
+    sketch."""
+
+    __slots__ = ("count", "missing", "non_finite", "sum", "t")
+
+    def __init__(self, t: Parts) -> None:
+        self.t = t
+        self.count, self.sum, self.missing, self.non_finite = t[9], t[10], t[13], t[14]
+
+    def is_empty(self) -> bool:
+        return not (self.count or self.missing or self.non_finite)
+
+    def to_parts(self) -> Parts:
+        t = self.t
+        if (self.missing, self.non_finite) == (t[13], t[14]):
+            return t
+        return (*t[:13], self.missing, self.non_finite)  # type: ignore[return-value]
+
+    def build(self) -> ExpHistogram:
+        return ExpHistogram.from_parts(self.to_parts())
+

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from .. import decode, store
+from .. import decode, fastdecode, store
 from ..errors import RefusalLog, status_body
 from ..metrics import ServiceMetrics
 from ..settings import Settings
@@ -149,8 +149,8 @@ async def _commit(writer: GroupWriter, metrics: ServiceMetrics, decoded: decode.
 def _decode(settings: Settings, metrics: ServiceMetrics, body: bytes, content_type: str | None,
             content_encoding: str | None, app_name: str | None) -> decode.Decoded:
     try:
-        decoded = decode.read(body, content_type, content_encoding, settings.max_body,
-                              settings.max_series_per_request)
+        decoded = fastdecode.read(body, content_type, content_encoding, settings.max_body,
+                                  settings.max_series_per_request)
     except decode.TooLarge as exc:
         metrics.rejected("too_large")
         raise HTTPException(413, str(exc)) from None
