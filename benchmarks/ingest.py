@@ -12,6 +12,11 @@ Method
   with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent after the commit.
   The null endpoint is the same command with `--discard`: the same HTTP stack, key check and
   decoding, then 200 without storing; the ratio stored / null is what storage costs.
+- Decoding: collector bodies go through the compiled fast path (`server/_otlp.c`);
+  `--decoders native python` measures the same server again with it turned off
+  (`EDGEYARD_NATIVE_DECODE=0`), after the native runs, on a fresh database.
+- Storage: each window appended to `pending` and merged by the compactor (the default);
+  `--merge-in-request`: merged into the aggregates in the request's commit.
 - Load: a separate load-generator process (`--generate`): an asyncio (uvloop) client with
   `--connections` keep-alive HTTP/1.1 connections, each posting a window as soon as the answer
   to the last one came. Two seconds of warm-up, then `--seconds` of measurement, `--repeats`
@@ -31,6 +36,7 @@ Method
 - The machine: 2 cores shared by the server's workers, the database and the load generator.
 
     python benchmarks/ingest.py [--seconds 10] [--repeats 3] [--workers 2] [--day-devices 10000]
+        [--decoders native python] [--merge-in-request] [--commit-on-loop] [--skip-day]
 
 Writes benchmarks/results/ingest.json and .md.
 """
@@ -216,7 +222,8 @@ def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namesp
     for mode in ("stored", "null"):
         data_dir = tmp / f"{name}-{decoder}-{mode}"
         flags = ["--discard"] if mode == "null" else \
-            (["--commit-on-loop"] if args.commit_on_loop else [])
+            (["--commit-on-loop"] if args.commit_on_loop else []) + \
+            (["--merge-in-request"] if args.merge_in_request else [])
         server = Server(data_dir, database if mode == "stored" else None, args.workers, *flags,
                         env=env)
         try:
@@ -361,6 +368,9 @@ def main() -> int:
     ap.add_argument("--skip-day", action="store_true")
     ap.add_argument("--commit-on-loop", action="store_true",
                     help="the stored server commits on its event loop (edgeyard serve's flag)")
+    ap.add_argument("--merge-in-request", action="store_true",
+                    help="the stored server merges each batch into the aggregates in its commit, "
+                         "no pending rows (edgeyard serve's flag)")
     ap.add_argument("--decoders", nargs="+", choices=["native", "python"], default=["native"],
                     help="python: also measure with the native fast path for collector bodies "
                          "turned off (the same run, after the native one)")
@@ -374,7 +384,10 @@ def main() -> int:
     from pg import PostgresServer
 
     results: dict = {"method": __doc__, "signals_per_window": len(SPEC["signals"]) + 1,
-                     "workers": args.workers, "cores": os.cpu_count()}
+                     "workers": args.workers, "cores": os.cpu_count(),
+                     "storage": "merged in the request's commit" if args.merge_in_request
+                     else "appended, then compacted", "commit": "on the event loop"
+                     if args.commit_on_loop else "in a thread beside the event loop"}
     tmp = Path(tempfile.mkdtemp(prefix="edgeyard-ingest-"))
     pg = None if PostgresServer.available() else PostgresServer().start()
     try:
@@ -440,7 +453,9 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     md.append(f"\n{results['signals_per_window']} signals per window, "
               f"{results['window_bytes']:,} bytes of protobuf per window, one window per "
               f"request; {results['workers']} workers; {results['cores']} cores shared by the "
-              "workers, the database and the load generator.")
+              "workers, the database and the load generator; each window "
+              f"{results.get('storage', 'appended, then compacted')}, the group commit "
+              f"{results.get('commit', 'in a thread beside the event loop')}.")
     return "\n".join(md) + "\n"
 
 

@@ -7,7 +7,8 @@ Data: scikit-learn's bundled handwritten digits (1,797 8x8 images; no download),
 
  1. train release 1.0 (the digits CNN) and release 1.1 (the same CNN with two extra 128-unit
     hidden layers: a real change that costs about 10% latency);
- 2. build both for `linux-x86_64` and `pixel-8` (ONNX Runtime, LiteRT, ExecuTorch; every
+ 2. build 1.0 for `linux-x86_64` and `pixel-8`, and 1.1 for `linux-x86_64`, where the gate
+    measures it and the rollout's devices run it (ONNX Runtime, LiteRT, ExecuTorch; every
     artifact verified on the 360 held-out digits) and sign them (Ed25519);
  3. gate 1.1 against 1.0 on this host (`local` runner) and print the Markdown verdict;
  4. start `edgeyard serve` (SQLite) and register release 1.0's reference sketches;
@@ -18,7 +19,7 @@ Data: scikit-learn's bundled handwritten digits (1,797 8x8 images; no download),
     with Gaussian noise (sigma 0.2 of full scale) added and clipped to [0, 1];
  7. drift checks of each phase;
  8. rollout: twelve devices (threads running the updater, the runtime and the collector) serve
-    1.0 as the stable release; 1.1 rolls out to 25% of them, the server compares the cohorts and
+    1.0 as the stable release; 1.1 rolls out to 50% of them, the server compares the cohorts and
     takes it to 100%; then 1.2 (1.1 re-signed as a new version) whose primary engine fails half
     of its calls in the field rolls out, and the server rolls it back at its first step;
  9. the HTML report (drift, runtime and both rollouts' timelines) and a summary: drifted
@@ -57,8 +58,10 @@ import edgeyard  # noqa: E402
 BUCKET_S = 5  # the server's time resolution in this demo (default 300 s)
 POLL_S = 1.0  # how often a device asks for its release in this demo (default 300 s)
 # the rollout plan of this demo, sized to its twelve devices and seconds of traffic (the
-# defaults are 1, 5, 25, 100 % with an hour per step): one deciding step, a look every 2 s
-ROLLOUT_PLAN = {"steps": [25, 100], "hold_s": 30.0, "check_s": 2.0, "max_hold_s": 120.0,
+# defaults are 1, 5, 25, 100 % with an hour per step): one deciding step, a look every 2 s. Each
+# device is in a step's cohort by a hash of its id and the rollout's, independently: at 25% of
+# twelve devices the cohort was empty in 3% of rollouts (0.75^12), at 50% in 0.02%
+ROLLOUT_PLAN = {"steps": [50, 100], "hold_s": 30.0, "check_s": 2.0, "max_hold_s": 120.0,
                 "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.2}
 FLEET = [  # device id, profile, engine made to fail, share of its calls that fail
     ("laptop-1", "linux-x86_64", None, 0.0),
@@ -115,16 +118,16 @@ def build(models: dict[str, Any], data: digits.Digits, out: Path) -> dict[str, A
     key, pub = generate_keys(out / "keys" / "release.pem")
     releases = {}
     for version, model in models.items():
+        profiles = ["linux-x86_64", "pixel-8"] if version == "1.0" else ["linux-x86_64"]
         rel = edgeyard.build(
-            model, example_inputs=(torch.from_numpy(data.x_eval[:1]),),
-            profiles=["linux-x86_64", "pixel-8"],
+            model, example_inputs=(torch.from_numpy(data.x_eval[:1]),), profiles=profiles,
             calibration=(data.x_calib[i : i + 32] for i in range(0, len(data.x_calib), 32)),
             evaluation=(data.x_eval, data.y_eval), out=out / f"digits-{version}",
             name="digits", version=version, log=None)
         sign_release(rel.path, key)
         print(f"  release {version}: " + ", ".join(
-            f"{t['target']} {t['status']}" for t in rel.chain("pixel-8")
-            + rel.chain("linux-x86_64")) + f" (signed, key {pub.name})")
+            f"{t['target']} {t['status']}" for p in reversed(profiles) for t in rel.chain(p))
+            + f" (signed, key {pub.name})")
         if not rel.ok:
             raise SystemExit(f"release {version} has failed targets:\n{rel.summary()}")
         releases[version] = rel
@@ -337,7 +340,7 @@ def main() -> int:
     data = digits.load()
     models = steps.run("train release 1.0 and 1.1 on scikit-learn's digits",
                        lambda: train(data, args.epochs))
-    built = steps.run("build, verify and sign both releases for linux-x86_64 and pixel-8",
+    built = steps.run("build, verify and sign 1.0 for linux-x86_64 and pixel-8, 1.1 for linux-x86_64",
                       lambda: build(models, data, out))
     verdict = steps.run("gate 1.1 against 1.0 on this host", lambda: gate(built, out))
     server = Server(out)

@@ -180,3 +180,19 @@ def test_sketches_as_plain_parts_round_trip_and_merge_like_merge_all():
         assert ExpHistogram.from_parts(h.to_parts()) == h
     assert ExpHistogram.merge_parts([h.to_parts() for h in hs]) == ExpHistogram.merge_all(hs)
     assert ExpHistogram.merge_parts([hs[0].to_parts()]) == ExpHistogram.merge_all(hs[:1])
+
+
+def test_exp_parts_carry_a_sketch_unbuilt_and_take_folded_invalid_counts():
+    """`ExpParts` (a decoded point on its way to `pending`): the totals a merge checks, parts
+    that build the same sketch, and missing / non_finite counts added after decoding."""
+    from edgeyard.telemetry.sketch import ExpParts
+
+    h = ExpHistogram().update(np.random.default_rng(3).lognormal(0, 1, 400))
+    p = ExpParts(h.to_parts())
+    assert (p.count, p.sum, p.missing, p.non_finite) == (h.count, h.sum, 0, 0)
+    assert p.to_parts() is p.t and p.build() == h and not p.is_empty()
+    p.missing, p.non_finite = 3, 2
+    h.missing, h.non_finite = 3, 2
+    assert p.build() == h and p.to_parts()[13:] == (3, 2)
+    assert ExpHistogram.merge_parts([p.to_parts(), h.to_parts()]) == h.merge(h)
+    assert ExpParts(ExpHistogram().to_parts()).is_empty()

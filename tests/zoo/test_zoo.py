@@ -113,7 +113,7 @@ def test_a_subclassed_keras_model_gets_onnx_and_litert_targets(tmp_path):
 def test_an_onnx_source_reaches_litert_and_int8(tmp_path):
     """PaddleOCR's direction classifier, an ONNX file from the rapidocr wheel."""
     z = zoo("ocr_cls")
-    rel = build(z, tmp_path / "rel", ["linux-x86_64", "pixel-8"])
+    rel = build(z, tmp_path / "rel", ["pixel-8"])  # ONNX Runtime's own targets: other tests
     got = statuses(rel)
     assert {s for k, s in got.items() if k[1] != "executorch"} == {"ok"}, got
     assert rel.artifacts["tflite-fp32"]["details"]["path"] == "onnx2tf"
