@@ -441,10 +441,9 @@ def test_a_rollout_survives_kill_9_with_its_plan_and_every_decision(serve, serve
     assert 0 < got.count("1.1") < 40  # 5% of 200, give or take
 
 
-def test_a_release_whose_engines_all_fail_reverts_on_the_device_without_the_network(
-        serve, releases, digits_data, tmp_path):
-    from edgeyard.runtime.runtime import AllEnginesFailed
-    from edgeyard.runtime.updater import Deployment, Updater
+def device_with_1_0_stable(serve, releases, tmp_path):
+    """A server holding 1.0 (stable) and 1.1, an admin client, and one device's updater."""
+    from edgeyard.runtime.updater import Updater
 
     dirs, pub = releases
     server = serve(None)
@@ -452,8 +451,16 @@ def test_a_release_whose_engines_all_fail_reverts_on_the_device_without_the_netw
     c.register(dirs["1.0"])
     c.register(dirs["1.1"])
     c.set_stable("digits", "1.0")
-    updater = Updater(tmp_path / "dev", server.url, "digits", "host", "d1",
-                      api_key=server.key("ingest"), public_key=pub, threads=1)
+    return server, c, Updater(tmp_path / "dev", server.url, "digits", "host", "d1",
+                              api_key=server.key("ingest"), public_key=pub, threads=1)
+
+
+def test_a_release_whose_engines_all_fail_reverts_on_the_device_without_the_network(
+        serve, releases, digits_data, tmp_path):
+    from edgeyard.runtime.runtime import AllEnginesFailed
+    from edgeyard.runtime.updater import Deployment
+
+    server, c, updater = device_with_1_0_stable(serve, releases, tmp_path)
     app = threading.current_thread()
 
     class Broken:  # every engine of 1.1 fails in the field (its self-test passed)
@@ -486,4 +493,32 @@ def test_a_release_whose_engines_all_fail_reverts_on_the_device_without_the_netw
     assert updater.serving_release() == "1.0" and updater.stats["reverts"] == 1
     assert [k.split("@")[0] for k in updater.refused()] == ["1.1"]
     assert "reverted on the device" in next(iter(updater.refused().values()))
+    deployment.close()
+
+
+def test_a_release_the_app_failed_to_load_is_loaded_again_at_the_next_poll(
+        serve, releases, digits_data, tmp_path):
+    """CI saw a device of the fleet test keep serving 1.0: loading 1.1's runtime raised once
+    (CPython's "AST constructor recursion depth mismatch", a race of 50 threads), the swap
+    stayed on disk, and every later poll answered "unchanged". The next poll now loads it."""
+    from edgeyard.runtime.updater import Deployment
+
+    _, c, updater = device_with_1_0_stable(serve, releases, tmp_path)
+    failures = [SystemError("AST constructor recursion depth mismatch (injected)")]
+
+    def wrap(target, engine):
+        if updater.serving_release() == "1.1" and failures:
+            raise failures.pop()
+        return engine
+
+    deployment = Deployment(updater, poll=False, runtime_options={"wrap_engine": wrap})
+    x = digits_data.x_eval[:1]
+    assert deployment.release == "1.0"
+    start_rollout(c, "1.1", steps=[100])
+    with pytest.raises(SystemError):
+        updater.poll_once()
+    assert updater.serving_release() == "1.1" and deployment.release == "1.0"
+    assert deployment.predict(x) is not None  # the old runtime still answers meanwhile
+    assert updater.poll_once() == "loaded 1.1" and deployment.release == "1.1"
+    assert updater.poll_once() == "unchanged" and deployment.predict(x) is not None
     deployment.close()

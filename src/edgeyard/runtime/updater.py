@@ -95,6 +95,7 @@ class Updater:
         self.poll_s, self.timeout_s, self.backoff_max_s = poll_s, timeout_s, backoff_max_s
         self.threads = threads
         self.on_swap = on_swap
+        self._unnotified: Path | None = None  # swapped to, but on_swap raised (see _notify)
         self.stats: dict[str, Any] = {"polls": 0, "installs": 0, "refused": 0, "offline": 0,
                                       "reverts": 0, "last_error": None}
         self._lock = threading.Lock()
@@ -184,7 +185,8 @@ class Updater:
 
     def poll_once(self) -> str:
         """One poll: "unchanged", "installed <version>", "refused <version>: why",
-        "interrupted <version>: why" (resumes next poll), "none"."""
+        "interrupted <version>: why" (resumes next poll), "loaded <version>" (installed before,
+        its load by the app failed and now worked), "none"."""
         self.stats["polls"] += 1
         try:
             a = self.assignment()
@@ -197,6 +199,9 @@ class Updater:
         key = f"{a.release}@{a.manifest_sha256}"
         cur = self.current()
         if cur is not None and cur.name == _dirname(a.release, a.manifest_sha256):
+            if self._unnotified is not None:  # installed, but the app failed to load it
+                self._notify(self._unnotified)
+                return f"loaded {a.release}"
             return "unchanged"
         if key in self._state().get("failed", {}):
             return f"refused {a.release}: {self._state()['failed'][key]}"
@@ -347,8 +352,17 @@ class Updater:
                 _link(self.root / "previous", cur)
             _link(self.root / "current", target)
             self._prune()
-        if self.on_swap is not None:
-            self.on_swap(target)
+        self._notify(target)
+
+    def _notify(self, target: Path) -> None:
+        """Tell `on_swap` what serves now. When it raises (the app could not load the release:
+        a transient error of the loader), the swap stays on disk and every later poll tries
+        again, instead of answering "unchanged" to a device still serving the old runtime."""
+        if self.on_swap is None:
+            return
+        self._unnotified = target
+        self.on_swap(target)
+        self._unnotified = None
 
     def revert(self, why: str) -> bool:
         """Serve `previous` again, now, with no network; the release reverted from is refused
@@ -363,8 +377,7 @@ class Updater:
             _link(self.root / "previous", cur)
         self._refuse(key, f"reverted on the device: {why}")
         self.stats["reverts"] += 1
-        if self.on_swap is not None:
-            self.on_swap(prev)
+        self._notify(prev)
         return True
 
     def _prune(self) -> None:
