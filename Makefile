@@ -34,16 +34,17 @@ demo: $(STAMP)
 # The suite runs as two streams side by side, one per core: a build converts one target at a
 # time in one child process, so a single pytest leaves a core idle for most of the run. Beside
 # the rest: the README's commands (`make demo` among them, ~10 minutes), the model zoo's builds,
-# then `test-other-cpu`; that log follows the suite's.
+# the recovery ladder and the digits release end to end, then `test-other-cpu` (about as long as
+# the rest of the suite); that log follows the suite's.
 README_TEST := tests/e2e/test_readme.py::test_every_readme_command_runs
-SIDE_TESTS := $(README_TEST) tests/zoo
+SIDE_TESTS := $(README_TEST) tests/zoo tests/builder/test_ladder.py tests/e2e/test_digits_release.py
 
 test: $(STAMP)
 	@log=$$(mktemp); { $(BIN)/python -m pytest -p no:cacheprovider $(SIDE_TESTS); a=$$?; \
 	  $(MAKE) --no-print-directory test-other-cpu; b=$$?; [ $$a = 0 ] && [ $$b = 0 ]; } \
 	  >$$log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null || true' INT TERM; \
-	$(BIN)/python -m pytest --deselect $(README_TEST) --ignore tests/zoo; rc=$$?; \
+	$(BIN)/python -m pytest --deselect $(README_TEST) $(patsubst %,--ignore %,$(filter-out $(README_TEST),$(SIDE_TESTS))); rc=$$?; \
 	wait $$pid; side=$$?; \
 	echo "=== beside the suite: $(SIDE_TESTS), then make test-other-cpu: exit $$side"; \
 	cat $$log; rm -f $$log; \
