@@ -15,7 +15,8 @@ OUT ?= demo-out
 .PHONY: install demo test test-fast test-other-cpu lint bench clean
 
 # what makes the venv out of date (the README test empties it: it runs in the installed venv)
-INSTALL_INPUTS ?= pyproject.toml Makefile hatch_build.py src/edgeyard/server/_otlp.c
+INSTALL_INPUTS ?= pyproject.toml Makefile hatch_build.py src/edgeyard/server/_otlp.c \
+	src/edgeyard/server/_expmerge.c
 
 $(STAMP): $(INSTALL_INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,12 +1,17 @@
-"""Build hook (hatchling): compiles `src/edgeyard/server/_otlp.c`, the ingestion service's fast
-path for collector uploads (see `edgeyard/server/fastdecode.py`), with this Python's C compiler.
+"""Build hook (hatchling): compiles the ingestion service's fast paths with this Python's C
+compiler:
 
-- a wheel gets the compiled module and a platform tag;
-- an editable install (`pip install -e .`, what `make install` does) gets it next to its source,
-  where the package is imported from (`src/edgeyard/server/_otlp*.so`, ignored by git);
+- `src/edgeyard/server/_otlp.c`: collector uploads read from the wire (see
+  `edgeyard/server/fastdecode.py`);
+- `src/edgeyard/server/_expmerge.c`: exponential histograms merged from their parts, in the
+  group commit and the compactor (see `edgeyard/server/partsmerge.py`).
+
+- a wheel gets the compiled modules and a platform tag;
+- an editable install (`pip install -e .`, what `make install` does) gets them next to their
+  sources, where the package is imported from (`src/edgeyard/server/_*.so`, ignored by git);
 - without a C compiler the build goes on, pure Python, and says so: the service then decodes
-  every upload with the protobuf runtime (about 3x the CPU per upload) and says that at start.
-  `EDGEYARD_NO_NATIVE=1` builds without it on purpose.
+  every upload with the protobuf runtime (about 3x the CPU per upload) and merges with numpy,
+  and says that at start. `EDGEYARD_NO_NATIVE=1` builds without them on purpose.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src/edgeyard/server/_otlp.c")
-MODULE = "edgeyard/server/_otlp"
+# (source, module) of each extension
+EXTENSIONS = [(Path("src/edgeyard/server/_otlp.c"), "edgeyard/server/_otlp"),
+              (Path("src/edgeyard/server/_expmerge.c"), "edgeyard/server/_expmerge")]
 
 
 def compile_extension(source: Path, out: Path) -> str | None:
@@ -45,18 +51,22 @@ class CustomBuildHook(BuildHookInterface):
         if self.target_name != "wheel" or os.environ.get("EDGEYARD_NO_NATIVE") == "1":
             return
         root = Path(self.root)
-        name = MODULE.rsplit("/", 1)[1] + sysconfig.get_config_var("EXT_SUFFIX")
-        if version == "editable":
-            out = root / SOURCE.parent / name
-        else:
-            out = Path(tempfile.mkdtemp(prefix="edgeyard-native-")) / name
-        why = compile_extension(root / SOURCE, out)
-        if why:
-            print(f"edgeyard: the native upload decoder was not built: {why}\n"
-                  "edgeyard: the service will decode uploads with the protobuf runtime only",
-                  file=sys.stderr)
-            return
-        if version != "editable":
-            build_data["force_include"][str(out)] = f"{MODULE.rsplit('/', 1)[0]}/{name}"
-        build_data["pure_python"] = False
-        build_data["infer_tag"] = True
+        built = False
+        for source, module in EXTENSIONS:
+            name = module.rsplit("/", 1)[1] + sysconfig.get_config_var("EXT_SUFFIX")
+            if version == "editable":
+                out = root / source.parent / name
+            else:
+                out = Path(tempfile.mkdtemp(prefix="edgeyard-native-")) / name
+            why = compile_extension(root / source, out)
+            if why:
+                print(f"edgeyard: the native module {module} was not built: {why}\n"
+                      "edgeyard: the service will decode uploads with the protobuf runtime and "
+                      "merge sketches with numpy", file=sys.stderr)
+                continue
+            if version != "editable":
+                build_data["force_include"][str(out)] = f"{module.rsplit('/', 1)[0]}/{name}"
+            built = True
+        if built:
+            build_data["pure_python"] = False
+            build_data["infer_tag"] = True

@@ -12,10 +12,12 @@ Method
   with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent after the commit.
   The null endpoint is the same command with `--discard`: the same HTTP stack, key check and
   decoding, then 200 without storing; the ratio stored / null is what storage costs.
-- Decoding: collector bodies go through the compiled fast path (`server/_otlp.c`);
-  `--decoders native python` measures the same server again with it turned off
-  (`EDGEYARD_NATIVE_DECODE=0`), after the native runs, on a fresh database.
-- Storage: each window appended to `pending` and merged by the compactor (the default);
+- Native code: collector bodies go through the compiled fast path (`server/_otlp.c`) and
+  sketches are merged by `server/_expmerge.c`; `--decoders native python` measures the same
+  server again with both turned off (`EDGEYARD_NATIVE_DECODE=0 EDGEYARD_NATIVE_MERGE=0`: what a
+  host without a C compiler runs), after the native runs, on a fresh database.
+- Storage: each group commit appends its windows to `pending`, one row per aggregate bucket
+  (merged in the commit), and the compactor merges them into the aggregates (the default);
   `--merge-in-request`: merged into the aggregates in the request's commit.
 - Load: a separate load-generator process (`--generate`): an asyncio (uvloop) client with
   `--connections` keep-alive HTTP/1.1 connections, each posting a window as soon as the answer
@@ -224,9 +226,10 @@ def uploads_stored(database: str, data_dir: Path) -> int:
 def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace,
                decoder: str = "native") -> dict:
     """Stored and null-endpoint runs for each connection count; `decoder` "python": the
-    server's native fast path for collector bodies turned off (EDGEYARD_NATIVE_DECODE=0)."""
+    server's native modules turned off (the decoder's fast path and the sketch merge)."""
     out: dict = {}
-    env = {"EDGEYARD_NATIVE_DECODE": "0"} if decoder == "python" else {}
+    env = {"EDGEYARD_NATIVE_DECODE": "0", "EDGEYARD_NATIVE_MERGE": "0"} \
+        if decoder == "python" else {}
     for mode in ("stored", "null"):
         data_dir = tmp / f"{name}-{decoder}-{mode}"
         flags = ["--discard"] if mode == "null" else \
@@ -382,7 +385,7 @@ def main() -> int:
                     help="the stored server merges each batch into the aggregates in its commit, "
                          "no pending rows (edgeyard serve's flag)")
     ap.add_argument("--decoders", nargs="+", choices=["native", "python"], default=["native"],
-                    help="python: also measure with the native fast path for collector bodies "
+                    help="python: also measure with the native modules (decode, merge) "
                          "turned off (the same run, after the native one)")
     ap.add_argument("--generate", metavar="URL")
     ap.add_argument("--key")
@@ -447,8 +450,10 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                   f"{r['stored']:,} stored, {r['lost']} lost.")
     if any(d == "python" for _, d, _ in runs):
         md.append("- decoder: `native` is the compiled fast path for collector bodies "
-                  "(`edgeyard/server/_otlp.c`), `python` the same server with it turned off "
-                  "(`EDGEYARD_NATIVE_DECODE=0`), measured after it in the same run.")
+                  "(`edgeyard/server/_otlp.c`) and the compiled sketch merge "
+                  "(`edgeyard/server/_expmerge.c`), `python` the same server with both turned "
+                  "off (`EDGEYARD_NATIVE_DECODE=0 EDGEYARD_NATIVE_MERGE=0`), measured after it "
+                  "in the same run.")
     md += ["", "| database | devices x windows | day check live (cold / warm) | leader's "
            "compute | day check precomputed (cold / warm) | report page cold | storage per "
            "device-day |", "|---|---|---|---|---|---|---|"]

@@ -117,10 +117,10 @@ def test_a_failed_group_commit_is_retried_request_by_request(engine, monkeypatch
 
     real = store._ingest
 
-    def faulty(conn, uploads, *args):
-        if any(u.model == "poison" for u in uploads):
+    def faulty(conn, plan, *args):
+        if any(u.model == "poison" for u in plan.uploads):
             raise RuntimeError("injected fault")
-        return real(conn, uploads, *args)
+        return real(conn, plan, *args)
 
     monkeypatch.setattr(store, "_ingest", faulty)
     writer = GroupWriter(engine)

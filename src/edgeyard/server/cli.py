@@ -131,7 +131,7 @@ def serve(
                         precompute_every_s=precompute_every or None,
                         retention_s=retention_days * 86400 or None,
                         append=not merge_in_request, loop_writer=commit_on_loop,
-                        discard=discard)
+                        discard=discard, freeze_heap=True)
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()
@@ -140,9 +140,10 @@ def serve(
     typer.echo(f"edgeyard serve listening on http://{host}:{port} (database {shown}; "
                + ", ".join(f"{k} key: {v}" for k, v in keys.items())
                + (f"; {workers} workers" if workers > 1 else "") + ")")
-    from .fastdecode import describe
+    from . import fastdecode, partsmerge
 
-    typer.echo(f"uploads decoded: {describe()}")
+    typer.echo(f"uploads decoded: {fastdecode.describe()}; sketches merged: "
+               f"{partsmerge.describe()}")
     sys.stdout.flush()
     if workers > 1:
         from .workers import serve_workers

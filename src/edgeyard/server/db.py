@@ -26,7 +26,9 @@ Tables
 - rollouts, rollout_decisions: a rollout's plan and state, and every decision with its figures
   (`rollouts.py`).
 - pending: accepted windows not yet merged into the aggregates (`store.compact`): one row per
-  window, appended in the request's transaction, deleted by the merge that takes it.
+  aggregate bucket and group commit (the merge of that commit's windows of the bucket, with each
+  window's points per series), appended in the commit, deleted by the merge that takes it;
+  `upload_id` is its first window's. Rows of one window each (written before) are still read.
 - leader: the worker that runs the background work, and its last beat (`leader.py`).
 - drift_results: the newest drift check and timeline of each release over the standard spans,
   computed by the leader when a bucket closes (`precompute.py`): what the API answers at once.
@@ -241,7 +243,7 @@ pending = Table(
     Column("release", String(100), nullable=False),
     Column("profile", String(100), nullable=False),
     Column("bucket", BigInteger, nullable=False),
-    Column("parts", LargeBinary, nullable=False),  # the window's sketches and counters (store.py)
+    Column("parts", LargeBinary, nullable=False),  # merged sketches and counters (store.py)
 )
 
 drift_results = Table(
@@ -327,6 +329,12 @@ def _sqlite_engine(url: str, **kw: Any) -> Engine:
     transaction begun IMMEDIATE so that no reader upgrades into a deadlock."""
     engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False},
                            hide_parameters=True, **kw)
+    # an executemany INSERT as INSERT ... VALUES (...), (...): one sqlite3_step for the rows
+    # where the driver steps (and lets the GIL go and waits to take it back) once per row
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    # an executemany INSERT as INSERT ... VALUES (...), (...): one sqlite3_step for the rows
+    # where the driver steps (and lets the GIL go and waits to take it back) once per row
+    engine.dialect.use_insertmanyvalues_wo_returning = True
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(conn: Any, _record: Any) -> None:
@@ -392,8 +400,41 @@ def make_engine(url: str, **kw: Any) -> Engine:
         return _sqlite_engine(url, **kw)
     # hide_parameters: an error's message never carries a request's values (a log line of
     # 40,000 bound parameters was 920 kB)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                         hide_parameters=True, **kw)
+    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True, **kw)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_IDLE_S = 5.0  # a pooled connection idle longer than this is pinged before use
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, for connections that sat idle: a connection checked
+    out of the pool is pinged (a round trip) only when it was last returned `PING_IDLE_S` ago
+    or more, and replaced when the ping fails. SQLAlchemy's `pool_pre_ping` pings on every
+    checkout: a quarter of the group commit's time on PostgreSQL (py-spy, 64 connections). A
+    connection the server dropped within the last seconds fails its next statement instead:
+    SQLAlchemy then replaces the pool's connections, and the group writer commits the batch's
+    requests again one by one (`writer.py`), on new connections."""
+    import time
+
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi: Any, record: Any) -> None:
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned")
+        if returned is not None and time.monotonic() - returned < PING_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except Exception:
+            alive = False
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
 
 
 def migrate(engine: Engine) -> None:

@@ -16,11 +16,10 @@ cases, and on random mutations of real bodies.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ..telemetry.sketch import ExpHistogram, ExpParts
-from . import decode
+from . import decode, native
 from .decode import (
     MAX_ATTRS,
     MAX_COUNT,
@@ -35,17 +34,7 @@ from .decode import (
 )
 
 # EDGEYARD_NATIVE_DECODE=0 turns the fast path off (to compare, or to rule it out)
-if os.environ.get("EDGEYARD_NATIVE_DECODE", "1") == "0":
-    _otlp = None
-    MISSING = "turned off by EDGEYARD_NATIVE_DECODE=0"
-else:
-    try:
-        from . import _otlp  # type: ignore[attr-defined,no-redef]
-    except ImportError as exc:  # no C compiler when the package was installed
-        _otlp = None
-        MISSING = f"not built: {exc}"
-    else:
-        MISSING = ""
+_otlp, MISSING = native.load("_otlp", "EDGEYARD_NATIVE_DECODE")
 
 
 class _General(Exception):

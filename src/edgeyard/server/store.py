@@ -16,17 +16,28 @@ goes through, in order:
    upload's points alone (partial success), so no aggregate can be poisoned.
 
 The server appends instead (`append=True`, `append_requests`): steps 1 and 2 run in the
-request's transaction, which then writes each window's sketches and counters as one `pending`
-row; `compact` merges pending rows into the aggregates in batches (step 3, one read-modify-write
-per aggregate row for hundreds of windows), in a background thread of every worker, and
-`settle` does it before any read of the aggregates, so a read sees every acknowledged upload.
-What step 3 refuses there (a merge past 2^53 or 2^63: never in practice) is taken off the
-upload's points and logged, since its request has been answered.
+request's transaction, which then writes one `pending` row per aggregate bucket (model,
+release, profile, bucket) holding the merge of that commit's windows of the bucket, checked as
+in step 3 (what cannot merge exactly is refused for that window alone, in its own answer), and
+each window's points per series. `compact` merges pending rows into the aggregates in batches
+(step 3 against the stored aggregate: one read-modify-write per aggregate row for hundreds of
+windows), in a background thread of every worker, and `settle` does it before any read of the
+aggregates, so a read sees every acknowledged upload. What step 3 refuses there (a merge past
+2^53 or 2^63: never in practice) is taken off its windows' points and logged, since their
+requests have been answered. Exponential histograms stay as their parts (`ExpParts`) from the
+decoder to the aggregate and are merged by `partsmerge` (compiled where built).
+
+A group commit does what needs no database before its transaction (`_Plan`: each window's
+bucket, ledger row and, when its series are all known to be stored, the merged pending rows),
+so that the transaction (on SQLite, the writer lock every worker waits for) runs its
+statements alone: the ledger rows inserted `ON CONFLICT DO NOTHING RETURNING` the ids that
+were new, then the pending rows. A window found to be a retry, a new series or cumulative
+points send the transaction back to the uploads.
 
 Rows are read and written in a fixed order (sorted keys), and statements are cut to the
 database's bound-parameter limit. A conflict with a concurrent writer (PostgreSQL: two first
 inserts of one row) or a deadlock rolls the transaction back and runs it again; the upload-id
-check inside the transaction keeps the retry exact.
+insert inside the transaction keeps the retry exact.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -63,9 +74,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_any
 from ..errors import EdgeyardError
-from ..telemetry.sketch import ExpHistogram, ExpParts, Parts
+from ..telemetry.sketch import ExpHistogram, ExpParts
 from ..telemetry.window import LATENCY, Window
-from . import cumulative, db, decode
+from . import cumulative, db, decode, partsmerge
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
 
 log = logging.getLogger("edgeyard.server")
@@ -104,12 +115,18 @@ class Limits:
     series_per_app: int | None = 10_000  # distinct series an app may store (None: no limit)
 
 
+MAX_SHAPES = 4096  # upload shapes remembered per app (`SeriesCache`)
+
+
 class SeriesCache:
     """Series known to be stored, per app: only committed ones, so that a request of known
     series does not query `series` at all."""
 
     def __init__(self) -> None:
         self.known: dict[str, set[str]] = defaultdict(set)
+        # an app's uploads whose every series is known, by their series names: a window of
+        # the same shape (nearly every window of a collector) is checked by one lookup
+        self.shapes: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
 
 
 @dataclass
@@ -181,9 +198,11 @@ class _Work:
 
     def __init__(self, u: Upload, bucket: int) -> None:
         self.u = u
-        self.up = replace(u, sketches=dict(u.sketches), counters=dict(u.counters),
-                          sketch_points=dict(u.sketch_points),
-                          counter_points=dict(u.counter_points))
+        self.up = up = Upload.__new__(Upload)  # `replace`, at a third of its cost
+        up.__dict__.update(u.__dict__)
+        up.sketches, up.counters = dict(u.sketches), dict(u.counters)
+        up.sketch_points, up.counter_points = dict(u.sketch_points), dict(u.counter_points)
+        up.cumulative = list(u.cumulative)
         self.bucket = bucket
         self.rejected = 0
         self.errors: list[str] = []
@@ -203,6 +222,64 @@ class _Work:
         if len(self.errors) < 10 and why not in self.errors:
             self.errors.append(why)
 
+    def refuse_sketch(self, signal: str, why: str) -> None:
+        """The merge of the signal's sketch was refused: its points are."""
+        self.refuse(self.up.sketch_points.get(signal, 1), why)
+
+    def refuse_counter(self, key: tuple[str, str], why: str) -> None:
+        self.refuse(self.up.counter_points.get(key, 1), why)
+
+    def drop_sketch(self, signal: str, why: str) -> None:
+        """Take the signal's sketch off the upload, its points refused."""
+        del self.up.sketches[signal]
+        self.refuse(self.up.sketch_points.pop(signal, 1), why)
+
+    def drop_counter(self, key: tuple[str, str], why: str) -> None:
+        del self.up.counters[key]
+        self.refuse(self.up.counter_points.pop(key, 1), why)
+
+    def windows_of(self, signal: str) -> int:
+        """Windows whose sketches of `signal` this work holds merged."""
+        return 1
+
+    def refusals(self) -> list[tuple[str, int]]:
+        """(upload id, points refused) of what this work refused."""
+        return [(self.u.upload_id, self.rejected)] if self.rejected else []
+
+
+class _Group(_Work):
+    """A pending row of several windows being merged (`compact`): their merged sketches and
+    summed counters, and each window's points per series (`members`), so that a refused merge
+    is taken off the points of the windows it holds."""
+
+    def __init__(self, up: Upload, bucket: int, windows: dict[str, int],
+                 members: list[tuple[str, dict[str, int], dict[tuple[str, str], int]]]) -> None:
+        self.u = self.up = up
+        self.bucket, self.rejected, self.errors = bucket, 0, []
+        self.windows, self.members = windows, members
+        self.per_member: dict[str, int] = defaultdict(int)
+
+    def windows_of(self, signal: str) -> int:
+        return self.windows.get(signal, 1)
+
+    def refuse_sketch(self, signal: str, why: str) -> None:
+        self._refuse_members(signal, False, why)
+
+    def refuse_counter(self, key: tuple[str, str], why: str) -> None:
+        self._refuse_members(key, True, why)
+
+    def _refuse_members(self, key: Any, counter: bool, why: str) -> None:
+        """Refuse the points each window holds of the sketch or counter `key`."""
+        n = 0
+        for uid, sketch_points, counter_points in self.members:
+            k = (counter_points if counter else sketch_points).get(key, 0)
+            self.per_member[uid] += k
+            n += k
+        self.refuse(n, why)
+
+    def refusals(self) -> list[tuple[str, int]]:
+        return [(uid, n) for uid, n in self.per_member.items() if n]
+
 
 def ingest(engine: Engine, uploads: list[Upload], bucket_s: int = BUCKET_S,
            attempts: int = 5, limits: Limits | None = None) -> IngestResult:
@@ -219,9 +296,9 @@ def ingest_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int 
     the merge into the aggregates to `compact` (the module's docstring)."""
     limits = limits or Limits()
     cache = cache or SeriesCache()
-    flat = [u for r in requests for u in r]
+    plan = _Plan([u for r in requests for u in r], bucket_s, cache, append)
     works, inserted = _retrying(engine, attempts, lambda conn: _ingest(
-        conn, flat, bucket_s, limits, cache, append))
+        conn, plan, limits, cache, append))
     for model, keys in inserted.items():  # committed: known from now on
         cache.known[model] |= keys
     out, i = [], 0
@@ -270,45 +347,93 @@ def _retrying(engine: Engine, attempts: int, fn: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _ingest(conn: Connection, uploads: list[Upload], bucket_s: int, limits: Limits,
-            cache: SeriesCache, append: bool = False
-            ) -> tuple[list[_Work | None], dict[str, set[str]]]:
-    now = time.time()
+class _Plan:
+    """What a group commit does before its transaction, needing no database, so that the
+    transaction (on SQLite: the one writer lock of every worker) holds for its statements
+    alone: each window's bucket, working copy and ledger row, and, when appending windows whose
+    series are all known to be stored (nearly every window, `SeriesCache.shapes`), the merged
+    `pending` rows. A transaction in which every window turns out new inserts them as they are;
+    otherwise (a retried upload, a new series, cumulative points) it starts again from the
+    uploads."""
+
+    def __init__(self, uploads: list[Upload], bucket_s: int, cache: SeriesCache,
+                 append: bool) -> None:
+        self.now = now = time.time()
+        self.uploads = uploads
+        first: dict[str, int] = {}
+        for i, u in enumerate(uploads):
+            first.setdefault(u.upload_id, i)
+        # an id given twice in one batch: its later copies are duplicates
+        self.works = [_Work(u, bucket_of(u, now, bucket_s)) if first[u.upload_id] == i
+                      else None for i, u in enumerate(uploads)]
+        fresh = [w for w in self.works if w is not None]
+        self.rows: list[dict[str, Any]] | None = None
+        if append and all(_known_shape(w.up, cache) for w in fresh):
+            self.rows = _pending_rows(fresh)
+        self.ledger = [_ledger_row(w, now) for w in fresh]
+
+
+def _ledger_row(w: _Work, now: float) -> dict[str, Any]:
+    u = w.u
+    return {"upload_id": u.upload_id, "model": u.model, "release": u.release,
+            "profile": u.profile, "device_id": u.device_id, "received_at": now,
+            "start_ns": u.start_ns or u.end_ns, "end_ns": u.end_ns, "points": w.up.points,
+            **_call_counts(u)}
+
+
+def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the ledger rows whose upload id is not stored yet; the ids inserted. One
+    statement (INSERT ... ON CONFLICT DO NOTHING RETURNING) where the database returns rows
+    (PostgreSQL; SQLite from 3.35), which also waits for a concurrent transaction inserting the
+    same id (PostgreSQL); else the stored ids are read first."""
     t = db.uploads
-    ids = sorted({u.upload_id for u in uploads})
+    got: set[str] = set()
+    if not rows:
+        return got
+    if conn.dialect.insert_returning:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(t).on_conflict_do_nothing(index_elements=["upload_id"]) \
+            .returning(t.c.upload_id)
+        for part in chunks(conn, rows, len(rows[0])):
+            got.update(conn.scalars(stmt, part))
+        return got
     known: set[str] = set()
-    for chunk in chunks(conn, ids, 1):
+    for chunk in chunks(conn, sorted(r["upload_id"] for r in rows), 1):
         known.update(conn.scalars(select(t.c.upload_id).where(t.c.upload_id.in_(chunk))))
-    works: list[_Work | None] = []
-    seen: set[str] = set()
-    for u in uploads:
-        if u.upload_id in known or u.upload_id in seen:
-            works.append(None)
-            continue
-        seen.add(u.upload_id)
-        works.append(_Work(u, bucket_of(u, now, bucket_s)))
+    new = [r for r in rows if r["upload_id"] not in known]
+    if new:
+        conn.execute(insert(t), new)
+    return {r["upload_id"] for r in new}
+
+
+def _ingest(conn: Connection, plan: _Plan, limits: Limits, cache: SeriesCache,
+            append: bool = False) -> tuple[list[_Work | None], dict[str, set[str]]]:
+    new = _insert_new(conn, plan.ledger)
+    if not new:
+        return [None] * len(plan.works), {}
+    if plan.rows is not None and len(new) == len(plan.ledger):  # as planned
+        if plan.rows:
+            conn.execute(insert(db.pending), plan.rows)
+        return plan.works, {}
+    # from the uploads again, in the transaction: fresh copies of the new windows
+    stored = {r["upload_id"]: r["points"] for r in plan.ledger}
+    works: list[_Work | None] = [_Work(w.u, w.bucket) if w is not None and w.u.upload_id in new
+                                 else None for w in plan.works]
     fresh = [w for w in works if w is not None]
-    if not fresh:
-        return works, {}
-    conn.execute(insert(t), [
-        {"upload_id": w.u.upload_id, "model": w.u.model, "release": w.u.release,
-         "profile": w.u.profile, "device_id": w.u.device_id, "received_at": now,
-         "start_ns": w.u.start_ns or w.u.end_ns, "end_ns": w.u.end_ns, "points": w.u.points,
-         **_call_counts(w.u)}
-        for w in fresh])
-    inserted = _admit_series(conn, fresh, limits, cache, now)
-    _convert_cumulative(conn, fresh, now)
+    inserted = _admit_series(conn, fresh, limits, cache, plan.now)
+    _convert_cumulative(conn, fresh, plan.now)
     if append:
-        rows = [{"upload_id": w.u.upload_id, "model": w.u.model, "release": w.u.release,
-                 "profile": w.u.profile, "bucket": w.bucket, "parts": encode_parts(w.up)}
-                for w in fresh if w.up.sketches or w.up.counters]
+        rows = _pending_rows(fresh)
         if rows:
             conn.execute(insert(db.pending), rows)
     else:
         _merge_sketches(conn, fresh)
         _add_counters(conn, fresh)
+    t = db.uploads
     changed = [{"b_id": w.u.upload_id, "b_points": w.up.points} for w in fresh
-               if w.up.points != w.u.points]
+               if w.up.points != stored[w.u.upload_id]]
     if changed:
         conn.execute(update(t).where(t.c.upload_id == bindparam("b_id"))
                      .values(points=bindparam("b_points")), changed)
@@ -353,17 +478,34 @@ def _series_hash(kind: str, name: str, attrs: str = "") -> str:
                           ).hexdigest()
 
 
-def _series_of(w: _Work) -> Iterator[tuple[str, str, str, str]]:
+def _series_of(up: Upload) -> Iterator[tuple[str, str, str, str]]:
     """(hash, kind, name, attrs) of every series the upload writes."""
-    for signal in w.up.sketches:
+    for signal in up.sketches:
         yield _series_hash("h", signal), "histogram", signal, ""
-    for name, attrs in w.up.counters:
+    for name, attrs in up.counters:
         yield _series_hash("c", name, attrs), "counter", name, attrs
-    for c in w.up.cumulative:
+    for c in up.cumulative:
         if c.kind == "sum":
             yield _series_hash("c", c.target, c.attrs), "counter", c.target, c.attrs
         else:
             yield _series_hash("h", c.target), "histogram", c.target, ""
+
+
+def _known_shape(up: Upload, cache: SeriesCache) -> bool:
+    """Whether every series of the upload is known to be stored (no cumulative points, which
+    need the transaction): one lookup for an upload of a shape seen before."""
+    if up.cumulative:
+        return False
+    shape = (*up.sketches, *up.counters)
+    shapes = cache.shapes[up.model]
+    if shape in shapes:
+        return True
+    known = cache.known[up.model]
+    if not all(h in known for h, *_ in _series_of(up)):
+        return False
+    if len(shapes) < MAX_SHAPES:
+        shapes.add(shape)  # known series are committed ones
+    return True
 
 
 def _admit_series(conn: Connection, fresh: list[_Work], limits: Limits, cache: SeriesCache,
@@ -373,7 +515,9 @@ def _admit_series(conn: Connection, fresh: list[_Work], limits: Limits, cache: S
     t = db.series
     wanted: dict[str, dict[str, tuple[str, str, str]]] = defaultdict(dict)
     for w in fresh:
-        for h, kind, name, attrs in _series_of(w):
+        if _known_shape(w.up, cache):
+            continue
+        for h, kind, name, attrs in _series_of(w.up):
             wanted[w.u.model].setdefault(h, (kind, name, attrs))
     inserted: dict[str, set[str]] = {}
     refused: dict[str, set[str]] = {}
@@ -416,11 +560,9 @@ def _drop_refused(w: _Work, refused: set[str], limit: int | None) -> None:
     why = (f"app {w.u.model!r} is at its limit of {limit} series: points of new series are "
            "refused (edgeyard serve --max-series-per-app)")
     for signal in [s for s in w.up.sketches if _series_hash("h", s) in refused]:
-        del w.up.sketches[signal]
-        w.refuse(w.up.sketch_points.pop(signal, 1), why)
+        w.drop_sketch(signal, why)
     for key in [k for k in w.up.counters if _series_hash("c", *k) in refused]:
-        del w.up.counters[key]
-        w.refuse(w.up.counter_points.pop(key, 1), why)
+        w.drop_counter(key, why)
     keep = []
     for c in w.up.cumulative:
         h = _series_hash("c", c.target, c.attrs) if c.kind == "sum" \
@@ -511,23 +653,24 @@ def _merge_sketches(conn: Connection, fresh: list[_Work]) -> None:
         row = existing.get(k)
         base = deserialize_any(row.sketch) if row is not None else None
         tally = _Tally(base)
-        parts = []
+        parts, uploads = [], 0
         for w, signal, h in wanted[k]:
             why = tally.add(h)
             if why:
-                w.refuse(w.up.sketch_points.get(signal, 1), f"{signal}: {why} (stored aggregate)")
+                w.refuse_sketch(signal, f"{signal}: {why} (stored aggregate)")
             else:
                 parts.append(h)
+                uploads += w.windows_of(signal)
         if not parts:
             continue
         if row is None:
             inserts.append({"model": k[0], "release": k[1], "profile": k[2], "signal": k[3],
-                            "bucket": k[4], "sketch": _merged(parts).serialize(),
-                            "uploads": len(parts)})
+                            "bucket": k[4], "sketch": _merged_bytes(parts),
+                            "uploads": uploads})
         else:
             assert base is not None
-            updates.append({"b_id": row.id, "b_sketch": _merged([base, *parts]).serialize(),
-                            "b_uploads": row.uploads + len(parts)})
+            updates.append({"b_id": row.id, "b_sketch": _merged_bytes([base, *parts]),
+                            "b_uploads": row.uploads + uploads})
     if inserts:
         conn.execute(insert(t), inserts)
     if updates:
@@ -545,7 +688,7 @@ class _Tally:
         self.non_finite = base.non_finite if base is not None else 0
         self.sum = base.sum if base is not None else 0.0
 
-    def add(self, h: Sketch) -> str | None:
+    def add(self, h: Sketch | ExpParts) -> str | None:
         explicit = isinstance(h, ExplicitHistogram)
         if h.is_empty():
             return None
@@ -590,8 +733,7 @@ def _add_counters(conn: Connection, fresh: list[_Work]) -> None:
         added = False
         for w, key, v in wanted[k]:
             if total + v > MAX_COUNTER:
-                w.refuse(w.up.counter_points.get(key, 1),
-                         f"{key[0]}: the stored counter would pass 2^63-1")
+                w.refuse_counter(key, f"{key[0]}: the stored counter would pass 2^63-1")
                 continue
             total += v
             added = True
@@ -611,7 +753,8 @@ def _add_counters(conn: Connection, fresh: list[_Work]) -> None:
 
 # --- pending windows -> aggregates ------------------------------------------------------------
 
-PARTS_VERSION = 1
+WINDOW_PARTS = 1  # a pending row of one window (written before group rows; still read)
+GROUP_PARTS = 2  # a pending row of the windows of one group commit in one aggregate bucket
 
 
 def _sketch_parts(h: Sketch) -> tuple[Any, ...]:
@@ -619,49 +762,129 @@ def _sketch_parts(h: Sketch) -> tuple[Any, ...]:
 
 
 def _sketch_of(t: tuple[Any, ...]) -> Any:
-    """What `decode_parts` gives per signal: an `ExplicitHistogram`, or `ExpParts`."""
+    """What a pending row gives per signal: an `ExplicitHistogram`, or `ExpParts`."""
     return ExplicitHistogram.deserialize(t[1]) if t[0] == "x" else ExpParts(t)  # type: ignore[arg-type]
 
 
-def _merged(parts: Sequence[Any]) -> Sketch:
-    """The merge of an aggregate's base and parts, `ExpParts` ones included."""
-    if any(isinstance(p, ExplicitHistogram) for p in parts):
-        return merge_any([p.build() if isinstance(p, ExpParts) else p for p in parts])
-    if not any(isinstance(p, ExpParts) for p in parts):
-        return merge_any(parts)
-    return ExpHistogram.merge_parts([p.to_parts() for p in parts])
+def _merged(items: Sequence[Any]) -> Sketch | ExpParts:
+    """The merge of sketches of one signal (`ExpParts` ones included, checked by `_Tally`:
+    one kind): exponential ones as `ExpParts`, merged from their parts (`partsmerge`)."""
+    if len(items) == 1:
+        return items[0]  # type: ignore[no-any-return]
+    if any(isinstance(p, ExplicitHistogram) for p in items):
+        return merge_any([p.build() if isinstance(p, ExpParts) else p for p in items])
+    return ExpParts(partsmerge.merge([p.to_parts() for p in items]))
 
 
-def encode_parts(up: Upload) -> bytes:
-    """A window's sketches, counters and point counts as stored in `pending` (marshal of plain
-    values: no code runs when it is read back)."""
-    return marshal.dumps((PARTS_VERSION, {k: _sketch_parts(h) for k, h in up.sketches.items()},
-                          up.counters, up.sketch_points, up.counter_points, up.points))
+def _merged_bytes(items: Sequence[Any]) -> bytes:
+    """The serialized merge of an aggregate's base and parts."""
+    if any(isinstance(p, ExplicitHistogram) for p in items):
+        return merge_any([p.build() if isinstance(p, ExpParts) else p for p in items]).serialize()
+    return ExpHistogram.serialize_parts(partsmerge.merge([p.to_parts() for p in items]))
 
 
-def decode_parts(data: bytes, up: Upload) -> Upload:
-    """`up` (the identity) with the parts `encode_parts` wrote; its exponential histograms stay
-    encoded (`ExpParts`), for `_merged`."""
-    version, sketches, counters, sketch_points, counter_points, points = marshal.loads(data)
-    if version != PARTS_VERSION:
-        raise ValueError(f"pending parts of version {version}; this server reads "
-                         f"{PARTS_VERSION}")
-    return replace(up, sketches={k: _sketch_of(t) for k, t in sketches.items()},
-                   counters=counters, sketch_points=sketch_points, counter_points=counter_points,
-                   points=points)
+def _pending_rows(fresh: list[_Work]) -> list[dict[str, Any]]:
+    """The `pending` rows of a group commit's new windows: one per aggregate bucket (model,
+    release, profile, bucket), its windows' sketches merged and counters added here. Each merge
+    is checked as the compactor checks it against the stored aggregate: what cannot be exact
+    (a count past 2^53-1, a counter past 2^63-1, an infinite sum, two kinds of histogram) is
+    taken off that window alone and answered in its request's partial success. The row keeps
+    each window's points per series, for a merge the compactor refuses."""
+    groups: dict[tuple[str, str, str, int], list[_Work]] = defaultdict(list)
+    for w in fresh:
+        if w.up.sketches or w.up.counters:
+            groups[(w.u.model, w.u.release, w.u.profile, w.bucket)].append(w)
+    rows = []
+    for (model, release, profile, bucket), ws in groups.items():
+        sketches, windows = _premerged_sketches(ws)
+        counters = _premerged_counters(ws)
+        members = [(w.u.upload_id, w.up.sketch_points, w.up.counter_points) for w in ws]
+        parts = marshal.dumps((GROUP_PARTS, members, windows,
+                               {k: _sketch_parts(h) for k, h in sketches.items()}, counters))
+        rows.append({"upload_id": ws[0].u.upload_id, "model": model, "release": release,
+                     "profile": profile, "bucket": bucket, "parts": parts})
+    return rows
+
+
+def _premerged_sketches(ws: list[_Work]) -> tuple[dict[str, Any], dict[str, int]]:
+    """(signal -> merged sketch, signal -> windows merged) of one bucket's windows."""
+    if len(ws) == 1:
+        return ws[0].up.sketches, {}
+    by_signal: dict[str, list[tuple[_Work, Any]]] = defaultdict(list)
+    for w in ws:
+        for signal, h in w.up.sketches.items():
+            by_signal[signal].append((w, h))
+    out, windows = {}, {}
+    for signal, items in by_signal.items():
+        if len(items) == 1:
+            out[signal] = items[0][1]
+            continue
+        if not any(isinstance(h, ExplicitHistogram) for _, h in items):
+            merged = ExpParts(partsmerge.merge([h.to_parts() for _, h in items]))
+            if _Tally(None).add(merged) is None:  # then every running total was within too
+                out[signal], windows[signal] = merged, len(items)
+                continue
+        tally, keep = _Tally(None), []
+        for w, h in items:
+            why = tally.add(h)
+            if why:
+                w.drop_sketch(signal, f"{signal}: {why} (merged with the other windows of its "
+                                      "bucket)")
+            else:
+                keep.append(h)
+        if keep:
+            out[signal] = _merged(keep)
+            if len(keep) > 1:
+                windows[signal] = len(keep)
+    return out, windows
+
+
+def _premerged_counters(ws: list[_Work]) -> dict[tuple[str, str], int]:
+    if len(ws) == 1:
+        return ws[0].up.counters
+    out: dict[tuple[str, str], int] = {}
+    for w in ws:
+        for key, v in list(w.up.counters.items()):
+            total = out.get(key, 0) + v
+            if total > MAX_COUNTER:
+                w.drop_counter(key, f"{key[0]}: the counter summed over the windows of its "
+                                    "bucket would pass 2^63-1")
+            else:
+                out[key] = total
+    return out
+
+
+def _pending_work(r: Any) -> _Work:
+    """A `pending` row read back for `compact`, its exponential histograms still parts."""
+    data = marshal.loads(r.parts)
+    up = Upload(upload_id=r.upload_id, model=r.model, release=r.release, profile=r.profile,
+                device_id="")
+    if data[0] == GROUP_PARTS:
+        _, members, windows, sketches, counters = data
+        up.sketches = {k: _sketch_of(t) for k, t in sketches.items()}
+        up.counters = counters
+        return _Group(up, r.bucket, windows, members)
+    if data[0] == WINDOW_PARTS:
+        _, sketches, counters, up.sketch_points, up.counter_points, up.points = data
+        up.sketches = {k: _sketch_of(t) for k, t in sketches.items()}
+        up.counters = counters
+        return _Work.merging(up, r.bucket)
+    raise ValueError(f"pending parts of version {data[0]}; this server reads {WINDOW_PARTS} "
+                     f"and {GROUP_PARTS}")
 
 
 @dataclass
 class Compacted:
+    rows: int = 0  # pending rows merged
     uploads: int = 0  # windows merged
     refused: int = 0  # their points refused by the merge (logged)
 
 
 def compact(engine: Engine, limit: int = 256, upto: int | None = None,
             skip_locked: bool = True, attempts: int = 5) -> Compacted:
-    """Merge up to `limit` pending windows (oldest first; only seq <= `upto` when given) into
-    the aggregates and counters, and delete them, in one transaction. PostgreSQL:
-    `skip_locked` leaves the rows another compactor holds to it."""
+    """Merge up to `limit` pending rows (oldest first; only seq <= `upto` when given) into the
+    aggregates and counters, and delete them, in one transaction. PostgreSQL: `skip_locked`
+    leaves the rows another compactor holds to it."""
     return _retrying(engine, attempts, lambda conn: _compact(conn, limit, upto, skip_locked))
 
 
@@ -675,23 +898,22 @@ def _compact(conn: Connection, limit: int, upto: int | None, skip_locked: bool) 
     rows = conn.execute(q).all()
     if not rows:
         return Compacted()
-    works = [_Work.merging(decode_parts(r.parts, Upload(
-        upload_id=r.upload_id, model=r.model, release=r.release, profile=r.profile,
-        device_id="")), r.bucket) for r in rows]
+    works = [_pending_work(r) for r in rows]
     _merge_sketches(conn, works)
     _add_counters(conn, works)
-    refused = [w for w in works if w.rejected]
+    refused = [(w, uid, n) for w in works for uid, n in w.refusals()]
     if refused:
         u = db.uploads
         conn.execute(update(u).where(u.c.upload_id == bindparam("b_id")).values(
-            points=u.c.points - bindparam("b_n")),
-            [{"b_id": w.u.upload_id, "b_n": w.rejected} for w in refused])
-        for w in refused:
-            log.warning("upload %s: %d points refused when merged: %s", w.u.upload_id,
-                        w.rejected, "; ".join(w.errors))
+            points=u.c.points - bindparam("b_n")), [{"b_id": uid, "b_n": n}
+                                                    for _, uid, n in refused])
+        for w, uid, n in refused:
+            log.warning("upload %s: %d points refused when merged: %s", uid, n,
+                        "; ".join(w.errors))
     for part in chunks(conn, [r.seq for r in rows], 1):
         conn.execute(delete(t).where(t.c.seq.in_(part)))
-    return Compacted(len(rows), sum(w.rejected for w in refused))
+    windows = sum(len(w.members) if isinstance(w, _Group) else 1 for w in works)
+    return Compacted(len(rows), windows, sum(n for _, _, n in refused))
 
 
 def settle(engine: Engine) -> int:
@@ -703,10 +925,10 @@ def settle(engine: Engine) -> int:
         upto = conn.scalar(select(func.max(t.c.seq)))
     done = 0
     while upto is not None:
-        n = compact(engine, limit=2048, upto=upto, skip_locked=False).uploads
-        if not n:
+        got = compact(engine, limit=2048, upto=upto, skip_locked=False)
+        if not got.rows:
             break
-        done += n
+        done += got.uploads
     return done
 
 

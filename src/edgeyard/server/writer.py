@@ -1,7 +1,7 @@
 """Group commit: the uploads of concurrent requests are committed together, each request
 answered only after the commit that holds its uploads. With `append` (the server's default),
-the commit appends each window to `pending` and `compactor.py` merges them into the aggregates
-in batches; without, the commit merges them itself.
+the commit appends its windows to `pending` (merged per aggregate bucket) and `compactor.py`
+merges them into the aggregates in batches; without, the commit merges them itself.
 
 One writer thread takes whatever requests are waiting (up to `max_batch` uploads) and commits
 them in one transaction (`store.ingest_requests`): the cost of a commit (an fsync, a round trip,

@@ -156,6 +156,17 @@ def _runs_union(offsets: np.ndarray, lengths: np.ndarray, shifts: np.ndarray,
     return idx[nz], counts[nz]
 
 
+def _trimmed_bytes(offset: int, counts: bytes) -> tuple[int, bytes]:
+    """`Buckets(offset, counts).trimmed()` of int64 bytes, as (offset, bytes)."""
+    zero = bytes(8)
+    if not counts or (counts[:8] != zero and counts[-8:] != zero):
+        return (offset, counts) if counts else (0, b"")
+    nz = np.flatnonzero(np.frombuffer(counts, "<i8"))
+    if nz.size == 0:
+        return 0, b""
+    return offset + int(nz[0]), counts[8 * int(nz[0]) : 8 * (int(nz[-1]) + 1)]
+
+
 # what `ExpHistogram.to_parts` gives: plain values (marshal-able) with the counts as bytes
 Parts = tuple[str, int, int, int, int, bytes, int, bytes, int, int, float, float, float, int, int]
 
@@ -353,6 +364,20 @@ class ExpHistogram:
                 p.counts.astype("<i8", copy=False).tobytes(), n.offset,
                 n.counts.astype("<i8", copy=False).tobytes(), self.zero_count, self.count,
                 self.sum, self.min, self.max, self.missing, self.non_finite)
+
+    @staticmethod
+    def serialize_parts(t: Parts) -> bytes:
+        """`ExpHistogram.from_parts(t).serialize()`, without building the sketch (the server
+        stores merged parts this way)."""
+        (_, size, max_scale, scale, p_off, p_counts, n_off, n_counts, zero, count, total, lo,
+         hi, missing, non_finite) = t
+        p_off, p_counts = _trimmed_bytes(p_off, p_counts)
+        n_off, n_counts = _trimmed_bytes(n_off, n_counts)
+        head = _HEADER.pack(MAGIC, VERSION, 0, scale, size, count, zero, missing, non_finite,
+                            total, lo, hi, 0.0)
+        data = head + struct.pack("<bqIqI", max_scale, p_off, len(p_counts) // 8, n_off,
+                                  len(n_counts) // 8) + p_counts + n_counts
+        return data + struct.pack("<I", zlib.crc32(data))
 
     @classmethod
     def from_parts(cls, t: Parts) -> ExpHistogram:

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from .. import fastdecode, leader
+from .. import fastdecode, leader, partsmerge
 from .deps import Admin, EngineDep, MetricsDep
 
 router = APIRouter()
@@ -39,7 +39,8 @@ def service(engine: EngineDep, request: Request) -> dict[str, Any]:
         current["beat_age_s"] = now - current["beat"]
     return {
         "worker": {"id": leader.worker_id(), "leading": s.leadership.leading,
-                   "leading_since": s.leadership.since, "decoder": fastdecode.describe()},
+                   "leading_since": s.leadership.since, "decoder": fastdecode.describe(),
+                   "merge": partsmerge.describe()},
         "leader": current,
         "maintenance": {"errors": s.maintenance.errors},
     }
