@@ -22,9 +22,12 @@ Method
 - Load: a separate load-generator process (`--generate`): an asyncio (uvloop) client with
   `--connections` keep-alive HTTP/1.1 connections, each posting a window as soon as the answer
   to the last one came. Two seconds of warm-up, then `--seconds` of measurement, `--repeats`
-  times: the median uploads/s; p50 / p99 latency of the median run. After each stored run, the
-  database's upload count is compared with the 200s the generator counted (lost: acknowledged
-  but not stored).
+  times: the median uploads/s; p50 / p99 latency of the median run. The stored server and the
+  null endpoint run side by side (each idle while the other is loaded) and their runs
+  alternate (stored, null, stored, null, ...): stored / null is the median of the repeats'
+  ratios, each of two runs seconds apart (the machine's speed drifts by tens of percent over
+  minutes). After the stored runs, the database's upload count is compared with the 200s the
+  generator counted (lost: acknowledged but not stored).
 - A day of 10,000 devices: 288 five-minute buckets x 2 device profiles; each bucket's
   aggregate is one real window's sketches with every count scaled by the 5,000 devices of its
   profile (what merging 5,000 windows of that distribution gives), ingested through the store,
@@ -225,34 +228,42 @@ def uploads_stored(database: str, data_dir: Path) -> int:
 
 def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace,
                decoder: str = "native") -> dict:
-    """Stored and null-endpoint runs for each connection count; `decoder` "python": the
+    """Stored and null-endpoint runs for each connection count, interleaved (stored, null,
+    stored, null, ...: a slower or faster spell of the shared machine falls on both alike; each
+    repeat's stored / null is a ratio of two runs seconds apart); `decoder` "python": the
     server's native modules turned off (the decoder's fast path and the sketch merge)."""
     out: dict = {}
     env = {"EDGEYARD_NATIVE_DECODE": "0", "EDGEYARD_NATIVE_MERGE": "0"} \
         if decoder == "python" else {}
-    for mode in ("stored", "null"):
-        data_dir = tmp / f"{name}-{decoder}-{mode}"
-        flags = ["--discard"] if mode == "null" else \
-            (["--commit-on-loop"] if args.commit_on_loop else []) + \
-            (["--merge-in-request"] if args.merge_in_request else [])
-        server = Server(data_dir, database if mode == "stored" else None, args.workers, *flags,
-                        env=env)
-        try:
-            key = server.key("ingest")
-            for conns in args.connections:
-                runs = [load(server.url, key, args.seconds, conns) for _ in range(args.repeats)]
-                runs.sort(key=lambda r: r["uploads_per_s"])
-                out[f"{mode}_{conns}"] = {**runs[len(runs) // 2], "runs": runs}
-                print(name, decoder, mode, conns, round(runs[len(runs) // 2]["uploads_per_s"]),
+    flags = (["--commit-on-loop"] if args.commit_on_loop else []) + \
+        (["--merge-in-request"] if args.merge_in_request else [])
+    stored_dir = tmp / f"{name}-{decoder}-stored"
+    servers = {"stored": Server(stored_dir, database, args.workers, *flags, env=env),
+               "null": Server(tmp / f"{name}-{decoder}-null", None, args.workers, "--discard",
+                              env=env)}
+    try:
+        for conns in args.connections:
+            runs: dict[str, list] = {"stored": [], "null": []}
+            for _ in range(args.repeats):
+                for mode, server in servers.items():
+                    runs[mode].append(load(server.url, server.key("ingest"), args.seconds,
+                                           conns))
+            ratios = sorted(s["uploads_per_s"] / n["uploads_per_s"]
+                            for s, n in zip(runs["stored"], runs["null"], strict=True))
+            out[f"ratio_{conns}"] = ratios[len(ratios) // 2]
+            for mode, rs in runs.items():
+                rs.sort(key=lambda r: r["uploads_per_s"])
+                out[f"{mode}_{conns}"] = {**rs[len(rs) // 2], "runs": rs}
+                print(name, decoder, mode, conns, round(rs[len(rs) // 2]["uploads_per_s"]),
                       flush=True)
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
-        if mode == "stored":
-            acked = sum(r["acknowledged"] for k, v in out.items() if k.startswith("stored")
-                        for r in v["runs"])
-            out["acknowledged"] = acked
-            out["stored"] = uploads_stored(database, data_dir)
-            out["lost"] = acked - min(acked, out["stored"])
+    acked = sum(r["acknowledged"] for k, v in out.items() if k.startswith("stored")
+                for r in v["runs"])
+    out["acknowledged"] = acked
+    out["stored"] = uploads_stored(database, stored_dir)
+    out["lost"] = acked - min(acked, out["stored"])
     return out
 
 
@@ -376,7 +387,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--day-devices", type=int, default=10_000)
-    ap.add_argument("--skip-day", action="store_true")
+    ap.add_argument("--skip-day", action="store_true",
+                    help="measure the throughput again; keep the day's results in --out")
     ap.add_argument("--day-only", action="store_true",
                     help="measure the day again; keep the throughput results in --out")
     ap.add_argument("--commit-on-loop", action="store_true",
@@ -407,9 +419,12 @@ def main() -> int:
         backends: dict[str, str | None] = {"sqlite": None}
         if pg is not None:
             backends["postgresql"] = pg.create_database()
-        kept = json.loads((Path(args.out) / "ingest.json").read_text()) if args.day_only else {}
+        kept = json.loads((Path(args.out) / "ingest.json").read_text()) \
+            if args.day_only or args.skip_day else {}
         for name, database in backends.items():
-            results[name] = {k: v for k, v in kept.get(name, {}).items() if k != "day"}
+            # --day-only keeps the throughput results, --skip-day the day's
+            results[name] = {k: v for k, v in kept.get(name, {}).items()
+                             if (k == "day") == args.skip_day}
             for decoder in [] if args.day_only else args.decoders:
                 key = "throughput" if decoder == "native" else f"throughput_{decoder}"
                 db_url = pg.create_database() if name == "postgresql" and pg and \
@@ -443,7 +458,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             s, n = r[f"stored_{c}"], r[f"null_{c}"]
             md.append(f"| {name} | {decoder} | {c} | {s['uploads_per_s']:,.0f} | "
                       f"{s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} | "
-                      f"{n['uploads_per_s']:,.0f} | {s['uploads_per_s'] / n['uploads_per_s']:.2f} |")
+                      f"{n['uploads_per_s']:,.0f} | "
+                      f"{r.get(f'ratio_{c}', s['uploads_per_s'] / n['uploads_per_s']):.2f} |")
     md.append("")
     for name, decoder, r in runs:
         md.append(f"- {name}, {decoder} decoder: {r['acknowledged']:,} uploads acknowledged, "

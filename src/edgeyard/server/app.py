@@ -166,9 +166,9 @@ def _warm_up(bundle: bool, freeze: bool) -> None:
     extra shows itself when the page is asked for); then, for `edgeyard serve`, collect and
     freeze the heap. The service's ~150,000 long-lived objects (modules, FastAPI's routes,
     SQLAlchemy's caches) are then left out of the garbage collector's full passes, which
-    stopped a worker for 40-100 ms three times in 5 s under 64 connections (the p99 latency
-    fell from ~150 to ~55 ms; benchmarks/ingest.py). Not in tests' apps: a test process's
-    objects would never be collected."""
+    stopped a worker for 40-100 ms three times in 5 s under 64 connections (in one pair of
+    64-connection runs the p99 latency went from 148 to 55 ms). Not in tests' apps: a test
+    process's objects would never be collected."""
     if bundle:
         try:
             from . import charts, report  # noqa: F401
