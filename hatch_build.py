@@ -61,8 +61,8 @@ class CustomBuildHook(BuildHookInterface):
             why = compile_extension(root / source, out)
             if why:
                 print(f"edgeyard: the native module {module} was not built: {why}\n"
-                      "edgeyard: the service will decode uploads with the protobuf runtime and "
-                      "merge sketches with numpy", file=sys.stderr)
+                      "edgeyard: the service will do its work in Python (see its module's "
+                      "docstring)", file=sys.stderr)
                 continue
             if version != "editable":
                 build_data["force_include"][str(out)] = f"{module.rsplit('/', 1)[0]}/{name}"

@@ -332,9 +332,6 @@ def _sqlite_engine(url: str, **kw: Any) -> Engine:
     # an executemany INSERT as INSERT ... VALUES (...), (...): one sqlite3_step for the rows
     # where the driver steps (and lets the GIL go and waits to take it back) once per row
     engine.dialect.use_insertmanyvalues_wo_returning = True
-    # an executemany INSERT as INSERT ... VALUES (...), (...): one sqlite3_step for the rows
-    # where the driver steps (and lets the GIL go and waits to take it back) once per row
-    engine.dialect.use_insertmanyvalues_wo_returning = True
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(conn: Any, _record: Any) -> None:

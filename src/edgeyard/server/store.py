@@ -74,7 +74,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_any
 from ..errors import EdgeyardError
-from ..telemetry.sketch import ExpHistogram, ExpParts
+from ..telemetry.sketch import ExpParts
 from ..telemetry.window import LATENCY, Window
 from . import cumulative, db, decode, partsmerge
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
@@ -417,7 +417,8 @@ def _ingest(conn: Connection, plan: _Plan, limits: Limits, cache: SeriesCache,
         if plan.rows:
             conn.execute(insert(db.pending), plan.rows)
         return plan.works, {}
-    # from the uploads again, in the transaction: fresh copies of the new windows
+    # from the uploads again, in the transaction: fresh copies of the new windows (an attempt
+    # run again after a deadlock starts from the uploads, not from what this one changed)
     stored = {r["upload_id"]: r["points"] for r in plan.ledger}
     works: list[_Work | None] = [_Work(w.u, w.bucket) if w is not None and w.u.upload_id in new
                                  else None for w in plan.works]
@@ -766,10 +767,12 @@ def _sketch_of(t: tuple[Any, ...]) -> Any:
     return ExplicitHistogram.deserialize(t[1]) if t[0] == "x" else ExpParts(t)  # type: ignore[arg-type]
 
 
-def _merged(items: Sequence[Any]) -> Sketch | ExpParts:
+def _merged(items: Sequence[Any], normalize: bool = False) -> Sketch | ExpParts:
     """The merge of sketches of one signal (`ExpParts` ones included, checked by `_Tally`:
-    one kind): exponential ones as `ExpParts`, merged from their parts (`partsmerge`)."""
-    if len(items) == 1:
+    one kind): exponential ones as `ExpParts`, merged from their parts (`partsmerge`). One
+    sketch is given back as it is, unless `normalize` (what is stored: scaled to fit its
+    size, trimmed)."""
+    if len(items) == 1 and not normalize:
         return items[0]  # type: ignore[no-any-return]
     if any(isinstance(p, ExplicitHistogram) for p in items):
         return merge_any([p.build() if isinstance(p, ExpParts) else p for p in items])
@@ -778,9 +781,7 @@ def _merged(items: Sequence[Any]) -> Sketch | ExpParts:
 
 def _merged_bytes(items: Sequence[Any]) -> bytes:
     """The serialized merge of an aggregate's base and parts."""
-    if any(isinstance(p, ExplicitHistogram) for p in items):
-        return merge_any([p.build() if isinstance(p, ExpParts) else p for p in items]).serialize()
-    return ExpHistogram.serialize_parts(partsmerge.merge([p.to_parts() for p in items]))
+    return _merged(items, normalize=True).serialize()
 
 
 def _pending_rows(fresh: list[_Work]) -> list[dict[str, Any]]:

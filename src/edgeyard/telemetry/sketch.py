@@ -367,8 +367,8 @@ class ExpHistogram:
 
     @staticmethod
     def serialize_parts(t: Parts) -> bytes:
-        """`ExpHistogram.from_parts(t).serialize()`, without building the sketch (the server
-        stores merged parts this way)."""
+        """The stored bytes of a sketch given as parts, its counts trimmed (what `serialize`
+        writes; the server stores merged parts this way, without building the sketch)."""
         (_, size, max_scale, scale, p_off, p_counts, n_off, n_counts, zero, count, total, lo,
          hi, missing, non_finite) = t
         p_off, p_counts = _trimmed_bytes(p_off, p_counts)
@@ -478,14 +478,7 @@ class ExpHistogram:
     # --- bytes --------------------------------------------------------------------------------
 
     def serialize(self) -> bytes:
-        pos, neg = self.positive.trimmed(), self.negative.trimmed()
-        head = _HEADER.pack(MAGIC, VERSION, 0, self.scale, self.max_size, self.count,
-                            self.zero_count, self.missing, self.non_finite, self.sum, self.min,
-                            self.max, 0.0)
-        body = struct.pack("<bqIqI", self.max_scale, pos.offset, len(pos), neg.offset, len(neg))
-        body += pos.counts.astype("<u8").tobytes() + neg.counts.astype("<u8").tobytes()
-        data = head + body
-        return data + struct.pack("<I", zlib.crc32(data))
+        return ExpHistogram.serialize_parts(self.to_parts())
 
     @classmethod
     def deserialize(cls, data: bytes) -> ExpHistogram:
@@ -548,4 +541,7 @@ class ExpParts:
 
     def build(self) -> ExpHistogram:
         return ExpHistogram.from_parts(self.to_parts())
+
+    def serialize(self) -> bytes:
+        return ExpHistogram.serialize_parts(self.to_parts())
 
