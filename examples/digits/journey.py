@@ -60,9 +60,14 @@ POLL_S = 1.0  # how often a device asks for its release in this demo (default 30
 # the rollout plan of this demo, sized to its twelve devices and seconds of traffic (the
 # defaults are 1, 5, 25, 100 % with an hour per step): one deciding step, a look every 2 s. Each
 # device is in a step's cohort by a hash of its id and the rollout's, independently: at 25% of
-# twelve devices the cohort was empty in 3% of rollouts (0.75^12), at 50% in 0.02%
+# twelve devices the cohort was empty in 3% of rollouts (0.75^12), at 50% in 0.02%. The
+# latency margin is wide: the devices are threads sharing two cores with the server (and, in
+# CI, with the test suite), so the per-bucket p90 ratio of the two cohorts scatters (log sd
+# 0.12 on a quiet host, more on a busy one), and within the hold a 20% margin is shown only
+# when that scatter stays small. 1.1 once paused "inconclusive" in CI (the figure that held it
+# was not kept: the demo now prints the undecided ones); 1.2 is told apart by its fallbacks
 ROLLOUT_PLAN = {"steps": [50, 100], "hold_s": 30.0, "check_s": 2.0, "max_hold_s": 120.0,
-                "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.2}
+                "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.5}
 FLEET = [  # device id, profile, engine made to fail, share of its calls that fail
     ("laptop-1", "linux-x86_64", None, 0.0),
     ("laptop-2", "linux-x86_64", None, 0.0),
@@ -243,8 +248,11 @@ def rollout_phase(server: Server, built: dict[str, Any], x: np.ndarray, out: Pat
             if r["state"] in ("running", "paused"):  # undecided: back to the stable release
                 c.rollout(r["id"], "rollback")
             last = r["decisions"][-1]
-            worse = [f"{f['figure']} {f['estimate']:.3g}" for f in last["figures"]
-                     if f["outcome"] == "worse"]
+            # the figures that kept the step from advancing: worse, or undecided and why
+            worse = [f"{f['figure']} {f['outcome'].replace('_', ' ')}" + (
+                f" {f['estimate']:.3g}" if f.get("estimate") is not None else "") + (
+                f" ({f['note']})" if f["outcome"] == "undecided" and f.get("note") else "")
+                for f in last["figures"] if f["outcome"] != "not_worse"]
             took = last["time"] - r["decisions"][0]["time"]
             print(f"  {version}: {r['state'].replace('_', ' ')} at {r['percent']:g}% after "
                   f"{took:.0f} s ({last['why']}{'; ' + ', '.join(worse) if worse else ''})")

@@ -4,6 +4,7 @@ one aggregate bucket appended as one pending row, merged and checked before the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -138,6 +139,25 @@ def _points(engine, ids):
                                  .where(u.c.upload_id.in_(ids))).all())
 
 
+@contextlib.contextmanager
+def direct_and_other(database_url, tmp_path, requests):
+    """(a SQLite database holding each request committed alone, the database of
+    `database_url`, empty), both migrated; disposed of after."""
+    from edgeyard.server import db, store
+
+    direct = db.make_engine(f"sqlite:///{tmp_path / 'direct.db'}")
+    other = db.make_engine(database_url)
+    try:
+        for e in (direct, other):
+            db.migrate(e)
+        for r in requests:
+            store.ingest_requests(direct, [r])
+        yield direct, other
+    finally:
+        direct.dispose()
+        other.dispose()
+
+
 def test_a_group_commit_appends_one_row_per_bucket_and_stores_what_a_direct_merge_does(
         database_url, tmp_path):
     """Windows of three buckets over three commits (integer values: every sum exact whatever
@@ -152,13 +172,7 @@ def test_a_group_commit_appends_one_row_per_bucket_and_stores_what_a_direct_merg
     bodies = [_body(now + 300 * (i % 3) + 5, rng.integers(-50, 400, 80).astype(float),
                     calls=i + 1) for i in range(18)]
     requests = _uploads(bodies)
-    direct = db.make_engine(f"sqlite:///{tmp_path / 'direct.db'}")
-    db.migrate(direct)
-    grouped = db.make_engine(database_url)
-    db.migrate(grouped)
-    try:
-        for r in requests:
-            store.ingest_requests(direct, [r])
+    with direct_and_other(database_url, tmp_path, requests) as (direct, grouped):
         for i in range(0, 18, 6):
             res = store.append_requests(grouped, requests[i:i + 6] + requests[i:i + 2])
             assert [x.new for x in res] == [1] * 6 + [0, 0]  # a retry in the same commit
@@ -175,9 +189,6 @@ def test_a_group_commit_appends_one_row_per_bucket_and_stores_what_a_direct_merg
             store.signals(direct, "app", "1.0", 0, 2**40, by_bucket=True)
         assert store.counter_rows(grouped, "app", "1.0", 0, 2**40, by_bucket=True) == \
             store.counter_rows(direct, "app", "1.0", 0, 2**40, by_bucket=True)
-    finally:
-        direct.dispose()
-        grouped.dispose()
 
 
 def test_a_merge_past_2_53_is_refused_for_its_window_alone_before_and_after_the_answer(engine):

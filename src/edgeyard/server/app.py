@@ -32,10 +32,13 @@ message) when some points were refused, 400 for a body that cannot be read, 413 
 limit, 415 for another Content-Type, 503 with `Retry-After` when the server is saturated or the
 database cannot take the write now, 429 with `Retry-After` when a key sends faster than its rate
 limit; every error's body is a `google.rpc.Status` in the request's encoding (`errors.py`), and
-each refusal is logged (rate-limited). A 200 is sent only after the uploads are committed to the
-database (group commit: concurrent requests share one transaction; one that fails is retried
-alone, so that it never fails another: see `writer.py`). The commit appends the windows; the
-compactor (`compactor.py`) merges them into the aggregates, and reads merge what is pending.
+each refusal is logged (rate-limited). A 200 is sent only once the uploads are durable: committed
+to the database (group commit: concurrent requests share one transaction; one that fails is
+retried alone, so that it never fails another: see `writer.py`), or, with a spool
+(`Settings.spool_dir`, `edgeyard serve`'s default on SQLite), in the worker's spool file after
+its `fdatasync` when the database is sure to take them as they are; a mover stores those behind
+the answers (`spool.py`). The commit appends the windows; the compactor (`compactor.py`) merges
+them into the aggregates, and reads move what is spooled and merge what is pending first.
 
 Several workers serve one port (`workers.py`); the background work runs on the leader
 (`leader.py`): scheduled checks, rollout decisions, drift results computed ahead and retention
@@ -54,6 +57,7 @@ import contextlib
 import gc
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import (
@@ -77,8 +81,9 @@ from .routes import ROUTERS
 from .routes.deps import KeyCache
 from .routes.ingest import RateLimiter, otlp_metrics
 from .settings import Settings
+from .spool import Mover, Spool, drain
 from .watch import Watch, parse_duration
-from .writer import DiscardWriter, GroupWriter, LoopWriter
+from .writer import DiscardWriter, GroupWriter, LoopWriter, SpoolWriter
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -110,10 +115,22 @@ def _set_state(app: FastAPI, settings: Settings, engine: Engine) -> None:
     s.settings, s.engine = settings, engine
     s.metrics = metrics = ServiceMetrics()
     s.watch = Watch(engine, webhook=settings.webhook, metrics=metrics, bucket_s=settings.bucket_s)
+    limits = store.Limits(series_per_app=settings.max_series_per_app)
     writer = LoopWriter if settings.loop_writer else GroupWriter
-    s.writer = DiscardWriter() if settings.discard else writer(
-        engine, settings.bucket_s, limits=store.Limits(series_per_app=settings.max_series_per_app),
-        metrics=metrics, append=settings.append)
+    s.mover = None
+    if settings.discard:
+        s.writer = DiscardWriter()
+    elif settings.spool_dir and settings.append:
+        root = Path(settings.spool_dir)
+        own = Spool(root)
+        mover = Mover(engine, root, limits, own=own)
+        s.writer = SpoolWriter(engine, own, mover.wake, settings.bucket_s, limits=limits,
+                               metrics=metrics)
+        s.mover = None if settings.spool_mover_process else mover
+        store.before_settle(engine, lambda: drain(engine, root, limits))
+    else:
+        s.writer = writer(engine, settings.bucket_s, limits=limits, metrics=metrics,
+                          append=settings.append)
     s.compactor = Compactor(engine)
     s.rollouts = RolloutLoop(engine, s.watch, settings.webhook)
     s.keys = KeyCache(engine)
@@ -149,6 +166,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     s.leadership.start()
     if s.settings.append and not s.settings.discard:
         s.compactor.start()
+    if s.mover is not None:
+        s.mover.start()
     if not s.settings.discard or s.settings.freeze_heap:
         threading.Thread(target=_warm_up, args=(not s.settings.discard, s.settings.freeze_heap),
                          name="edgeyard-warm-up", daemon=True).start()
@@ -157,6 +176,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         s.leadership.stop()
         s.writer.close()
+        if s.mover is not None:
+            s.mover.stop()  # moves what is left, then lets the spool go
         s.compactor.stop()
 
 
@@ -179,6 +200,7 @@ def _warm_up(bundle: bool, freeze: bool) -> None:
     if freeze:
         gc.collect()
         gc.freeze()
+
 
 
 def _background(app: FastAPI) -> Leadership:

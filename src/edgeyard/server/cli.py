@@ -104,6 +104,12 @@ def serve(
         help="run each group commit on the event loop instead of a thread beside it: more "
              "uploads/s on a worker that only ingests, but a slow fsync then stalls every other "
              "request (device polls, downloads, the API)")] = False,
+    spool: Annotated[bool | None, typer.Option(
+        help="answer an upload whose series are all stored once it is in the worker's spool "
+             "file (fdatasync; beside the SQLite file, else under --data-dir), and store it "
+             "behind the answer, hundreds a transaction; reads on this host still see it at "
+             "once (default: on with SQLite, off with PostgreSQL, where another host's reads "
+             "see it a moment later)")] = None,
     discard: Annotated[bool, typer.Option(
         help="decode and answer uploads but store nothing: the null endpoint benchmarks/"
              "ingest.py compares storage with", hidden=True)] = False,
@@ -132,6 +138,12 @@ def serve(
                         retention_s=retention_days * 86400 or None,
                         append=not merge_in_request, loop_writer=commit_on_loop,
                         discard=discard, freeze_heap=True)
+    if spool is None:
+        spool = engine.dialect.name == "sqlite"
+    if spool and not merge_in_request and not discard:
+        from . import db
+
+        settings.spool_dir = str(db.spool_of(engine) or data_dir / "spool")
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()
@@ -144,6 +156,15 @@ def serve(
 
     typer.echo(f"uploads decoded: {fastdecode.describe()}; sketches merged: "
                f"{partsmerge.describe()}")
+    if settings.spool_dir:
+        from . import store
+        from .spool import drain
+
+        left = drain(engine, Path(settings.spool_dir),
+                     store.Limits(series_per_app=settings.max_series_per_app))
+        typer.echo(f"spool: {settings.spool_dir}" + (
+            f" (stored {left.windows} windows a stopped server had spooled)"
+            if left.windows else ""))
     sys.stdout.flush()
     if workers > 1:
         from .workers import serve_workers

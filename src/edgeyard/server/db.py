@@ -3,7 +3,8 @@
 SQLite (a file under the data directory: zero set-up) and PostgreSQL (production) run the same
 code and the same migrations. What an acknowledged upload needs to survive a crash:
 SQLite in WAL mode with `synchronous=FULL` (every commit fsyncs the log), PostgreSQL with its
-default `synchronous_commit=on`.
+default `synchronous_commit=on`; an upload answered from a spool is in its worker's spool file,
+fdatasynced, until the mover has committed it (`spool.py`).
 
 Tables
 - releases: a registered release's manifest and build-time reference window.
@@ -316,6 +317,17 @@ def max_params(conn: Any) -> int:
         except (AttributeError, sqlite3.Error):
             return 999  # the limit of SQLite before 3.32
     return 65535
+
+
+def spool_of(engine: Engine) -> Path | None:
+    """The spool directory of a SQLite file database (`<file>-spool`, beside its `-wal`), which
+    any process that reads the file moves first (`store.settle`); None for another database."""
+    if engine.dialect.name != "sqlite":
+        return None
+    name = engine.url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name + "-spool")
 
 
 def default_url(data_dir: str | os.PathLike[str]) -> str:

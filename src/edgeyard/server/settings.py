@@ -30,6 +30,8 @@ class Settings:
     append: bool = True  # requests append windows, the compactor merges them (False: merge inline)
     loop_writer: bool = False  # group commits on the event loop (--commit-on-loop; False: a thread)
     discard: bool = False  # decode and answer, store nothing (the benchmark's null endpoint)
+    spool_dir: str | None = None  # acknowledge spoolable uploads from a spool here (spool.py)
+    spool_mover_process: bool = False  # the host's mover is a process (serve --workers N)
     freeze_heap: bool = False  # gc.freeze() once started (`edgeyard serve`'s processes; app.py)
     extra: dict[str, Any] = field(default_factory=dict)
 

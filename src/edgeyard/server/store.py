@@ -51,8 +51,9 @@ import marshal
 import secrets
 import sqlite3
 import time
+import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,14 +290,17 @@ def ingest(engine: Engine, uploads: list[Upload], bucket_s: int = BUCKET_S,
 
 def ingest_requests(engine: Engine, requests: list[list[Upload]], bucket_s: int = BUCKET_S,
                     attempts: int = 5, limits: Limits | None = None,
-                    cache: SeriesCache | None = None, append: bool = False
-                    ) -> list[IngestResult]:
+                    cache: SeriesCache | None = None, append: bool = False,
+                    received: list[float] | None = None) -> list[IngestResult]:
     """Commit the uploads of several requests in one transaction; one result per request (an
     upload id new to the database counts as new for its first request only). `append`: leave
-    the merge into the aggregates to `compact` (the module's docstring)."""
+    the merge into the aggregates to `compact` (the module's docstring). `received`: when each
+    request arrived (now when not given; the spool moves requests that arrived earlier)."""
     limits = limits or Limits()
     cache = cache or SeriesCache()
-    plan = _Plan([u for r in requests for u in r], bucket_s, cache, append)
+    arrived = None if received is None else [t for r, t in zip(requests, received, strict=True)
+                                             for _ in r]
+    plan = _Plan([u for r in requests for u in r], bucket_s, cache, append, arrived)
     works, inserted = _retrying(engine, attempts, lambda conn: _ingest(
         conn, plan, limits, cache, append))
     for model, keys in inserted.items():  # committed: known from now on
@@ -357,20 +361,22 @@ class _Plan:
     uploads."""
 
     def __init__(self, uploads: list[Upload], bucket_s: int, cache: SeriesCache,
-                 append: bool) -> None:
+                 append: bool, received: list[float] | None = None) -> None:
         self.now = now = time.time()
+        arrived = received or [now] * len(uploads)
         self.uploads = uploads
         first: dict[str, int] = {}
         for i, u in enumerate(uploads):
             first.setdefault(u.upload_id, i)
         # an id given twice in one batch: its later copies are duplicates
-        self.works = [_Work(u, bucket_of(u, now, bucket_s)) if first[u.upload_id] == i
-                      else None for i, u in enumerate(uploads)]
+        self.works = [_Work(u, bucket_of(u, t, bucket_s)) if first[u.upload_id] == i
+                      else None for i, (u, t) in enumerate(zip(uploads, arrived, strict=True))]
         fresh = [w for w in self.works if w is not None]
         self.rows: list[dict[str, Any]] | None = None
         if append and all(_known_shape(w.up, cache) for w in fresh):
             self.rows = _pending_rows(fresh)
-        self.ledger = [_ledger_row(w, now) for w in fresh]
+        self.ledger = [_ledger_row(w, t) for w, t in zip(self.works, arrived, strict=True)
+                       if w is not None]
 
 
 def _ledger_row(w: _Work, now: float) -> dict[str, Any]:
@@ -490,6 +496,12 @@ def _series_of(up: Upload) -> Iterator[tuple[str, str, str, str]]:
             yield _series_hash("c", c.target, c.attrs), "counter", c.target, c.attrs
         else:
             yield _series_hash("h", c.target), "histogram", c.target, ""
+
+
+def spoolable(uploads: list[Upload], cache: SeriesCache) -> bool:
+    """Whether a transaction is sure to take these uploads as they are (every series stored,
+    no cumulative points), so that they may be acknowledged before it (`spool.py`)."""
+    return all(_known_shape(u, cache) for u in uploads)
 
 
 def _known_shape(up: Upload, cache: SeriesCache) -> bool:
@@ -874,6 +886,32 @@ def _pending_work(r: Any) -> _Work:
                      f"and {GROUP_PARTS}")
 
 
+SPOOLED = 1  # the layout of `spooled_bytes`
+
+
+def spooled_bytes(received: float, bucket_s: int, uploads: list[Upload]) -> bytes:
+    """A request's uploads as the spool keeps them (`spool.py`), with when it arrived and the
+    server's bucket size, in `marshal` as `pending` rows are: uploads of delta points only
+    (`spoolable`); `spooled_uploads` reads them."""
+    return marshal.dumps((SPOOLED, received, bucket_s, [
+        (u.upload_id, u.model, u.release, u.profile, u.device_id, u.start_ns, u.end_ns,
+         u.points, {k: _sketch_parts(h) for k, h in u.sketches.items()}, u.counters,
+         u.sketch_points, u.counter_points) for u in uploads]))
+
+
+def spooled_uploads(data: bytes) -> tuple[float, int, list[Upload]]:
+    """(arrival time, bucket size, uploads) of `spooled_bytes`."""
+    version, *rest = marshal.loads(data)
+    if version != SPOOLED:
+        raise ValueError(f"a spool record of layout {version}; this server reads {SPOOLED}")
+    received, bucket_s, rows = rest
+    return float(received), int(bucket_s), [
+        Upload(uid, model, release, profile, device, start, end,
+               {k: _sketch_of(t) for k, t in sketches.items()}, counters, [], points, sp, cp)
+        for (uid, model, release, profile, device, start, end, points, sketches, counters, sp,
+             cp) in rows]
+
+
 @dataclass
 class Compacted:
     rows: int = 0  # pending rows merged
@@ -917,10 +955,28 @@ def _compact(conn: Connection, limit: int, upto: int | None, skip_locked: bool) 
     return Compacted(len(rows), windows, sum(n for _, _, n in refused))
 
 
+_BEFORE_SETTLE: weakref.WeakKeyDictionary[Engine, Callable[[], Any]] = \
+    weakref.WeakKeyDictionary()
+
+
+def before_settle(engine: Engine, fn: Callable[[], Any]) -> None:
+    """Have `settle(engine)` call `fn` first (the app's spool: `spool.drain`)."""
+    _BEFORE_SETTLE[engine] = fn
+
+
 def settle(engine: Engine) -> int:
     """Merge every window pending now (not those that arrive meanwhile), waiting for rows
     another compactor holds: after it, a read sees every upload acknowledged before the call.
     Windows merged."""
+    hook = _BEFORE_SETTLE.get(engine)
+    if hook is not None:
+        hook()
+    else:  # any process reading a SQLite file: the spool beside it (`db.spool_of`)
+        spooled = db.spool_of(engine)
+        if spooled is not None and spooled.is_dir():
+            from .spool import drain
+
+            drain(engine, spooled)
     t = db.pending
     with engine.connect() as conn:
         upto = conn.scalar(select(func.max(t.c.seq)))

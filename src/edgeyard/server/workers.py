@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from .settings import Settings
@@ -66,6 +67,15 @@ def run_worker(settings: Settings, host: str, port: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _mover_main(database: str, root: str, series_per_app: int | None) -> None:
+    from .cli import _log_to_stderr
+    from .spool import run_mover
+
+    _die_with_parent()
+    _log_to_stderr()
+    run_mover(database, root, series_per_app)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker when the supervisor dies, even by `kill -9` (no orphan
     keeps the port)."""
@@ -87,12 +97,21 @@ class Supervisor:
         self.grace_s = grace_s
         self.ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self.procs: list[BaseProcess] = []
+        self.mover: BaseProcess | None = None  # the host's spool mover (`spool.py`)
         self.restarts = 0
         self._stopping = False
 
     def _start_one(self) -> BaseProcess:
         p = self.ctx.Process(target=run_worker, args=(self.settings, self.host, self.port),
                              name="edgeyard-worker", daemon=False)
+        p.start()
+        return p
+
+    def _start_mover(self) -> BaseProcess:
+        s = self.settings
+        p = self.ctx.Process(target=_mover_main, args=(s.database, s.spool_dir,
+                                                       s.max_series_per_app),
+                             name="edgeyard-spool-mover", daemon=False)
         p.start()
         return p
 
@@ -106,11 +125,21 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.settings.spool_dir:
+            self.settings.spool_mover_process = True
+            self.mover = self._start_mover()
         self.procs = [self._start_one() for _ in range(self.n)]
         print(f"workers: {', '.join(str(p) for p in self.pids())}", flush=True)
+        if self.mover is not None:
+            print(f"spool mover: {self.mover.pid}", flush=True)
         try:
             while not self._stopping:
                 time.sleep(0.2)
+                if self.mover is not None and not self.mover.is_alive() and not self._stopping:
+                    log.warning("spool mover %s exited with %s: starting another",
+                                self.mover.pid, self.mover.exitcode)
+                    time.sleep(1.0)
+                    self.mover = self._start_mover()
                 for i, p in enumerate(self.procs):
                     if p.is_alive() or self._stopping:
                         continue
@@ -136,6 +165,31 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join()
+        if self.mover is not None:
+            self.mover.terminate()
+            self.mover.join(timeout=self.grace_s)
+            if self.mover.is_alive():
+                self.mover.kill()
+                self.mover.join()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Store what the workers' spools still hold (a worker killed before its own last
+        move), so that the database holds every acknowledged upload once serve has stopped."""
+        if not self.settings.spool_dir:
+            return
+        from . import db, store
+        from .spool import drain
+
+        engine = db.make_engine(self.settings.database)
+        try:
+            drain(engine, Path(self.settings.spool_dir),
+                  store.Limits(series_per_app=self.settings.max_series_per_app))
+        except Exception as exc:  # moved at the next start
+            log.warning("spool: not moved at stop (%s: %s): moved at the next start",
+                        type(exc).__name__, exc)
+        finally:
+            engine.dispose()
 
 
 def serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:

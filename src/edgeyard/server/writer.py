@@ -22,10 +22,12 @@ import asyncio
 import collections
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
 
+from . import spool as spooling
 from . import store
 from .decode import Upload
 from .metrics import ServiceMetrics
@@ -164,6 +166,51 @@ class LoopWriter(GroupWriter):
 
     def close(self) -> None:
         self._flush()
+
+
+class SpoolWriter(GroupWriter):
+    """The group commit with a spool (`spool.py`): the requests whose windows the database is
+    sure to take as they are (`store.spoolable`) are appended to this worker's spool, one
+    `fdatasync` for the writer thread's batch, and answered then; the mover stores them behind
+    the answers. The other requests (a new series, cumulative points) are committed to the
+    database, as by `GroupWriter`. A spool that cannot take them (a full disk, a database too
+    far behind) fails those requests with 503 (`store.Busy`). The append stays in the writer
+    thread: on the event loop (no hand-off to the thread and back) the workers took less CPU
+    per upload, but each `fdatasync` stopped the worker's decoding, and in two alternating
+    pairs of runs at 64 connections it stored 2,557 and 1,986 uploads/s against 2,648 and
+    2,375."""
+
+    def __init__(self, engine: Engine, spool: spooling.Spool, wake: threading.Event,
+                 bucket_s: int = store.BUCKET_S, limits: store.Limits | None = None,
+                 metrics: ServiceMetrics | None = None) -> None:
+        self.spool, self.wake = spool, wake
+        self.spooled = 0  # requests answered from the spool
+        super().__init__(engine, bucket_s, limits=limits, metrics=metrics, append=True)
+
+    def _commit(self, batch: list[Request]) -> None:
+        fast: list[Request] = []
+        slow: list[Request] = []
+        for item in batch:
+            (fast if store.spoolable(item[0], self.cache) else slow).append(item)
+        if slow:
+            super()._commit(slow)
+        if not fast:
+            return
+        now = time.time()
+        try:
+            self.spool.check_backlog()
+            self.spool.append([spooling.encode(now, self.bucket_s, ups) for ups, _ in fast])
+        except (OSError, spooling.SpoolFull) as exc:
+            for _, fut in fast:
+                fut.set_exception(store.Busy(f"the spool cannot take uploads now: {exc}"))
+            return
+        self.spooled += len(fast)
+        self._committed(len(fast))
+        self.wake.set()
+        for ups, fut in fast:
+            ids = {u.upload_id for u in ups}
+            fut.set_result(store.IngestResult(new=len(ids), duplicates=len(ups) - len(ids),
+                                              points=sum(u.points for u in ups), new_ids=ids))
 
 
 class DiscardWriter(GroupWriter):

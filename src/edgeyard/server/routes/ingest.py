@@ -4,8 +4,9 @@ Every answer is OTLP's: 200 with `partial_success` when points were refused, and
 (401, 403, 413, 415, 429, 503, 500) a `google.rpc.Status` in the request's encoding, never
 FastAPI's JSON `detail`; so this route checks its key itself instead of through `deps.device`.
 Before the body is read: the key (401), the declared size (413), the key's rate (429) and the
-server's load (503); then the body is read (413 over the limit), decoded off the event loop and
-committed by the group writer, and answered only once committed.
+server's load (503); then the body is read (413 over the limit), decoded (on the event loop up
+to 64 KiB, else in a thread) and handed to the writer, and answered only once durable: committed
+by the group writer, or in the worker's spool (`spool.py`).
 """
 
 from __future__ import annotations
