@@ -9,7 +9,8 @@ Method
   6 kB of protobuf per window, one window per request. Every request has its own upload id.
 - Server: `edgeyard serve --workers W` (W worker processes behind one port, SO_REUSEPORT), on
   SQLite (a file, WAL, synchronous=FULL) and on PostgreSQL 15 (a server this script starts
-  with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent after the commit.
+  with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent once durable: after
+  the commit, or after the spool's fdatasync (below).
   The null endpoint is the same command with `--discard`: the same HTTP stack, key check and
   decoding, then 200 without storing; the ratio stored / null is what storage costs.
 - Native code: collector bodies go through the compiled fast path (`server/_otlp.c`) and

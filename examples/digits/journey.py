@@ -248,11 +248,13 @@ def rollout_phase(server: Server, built: dict[str, Any], x: np.ndarray, out: Pat
             if r["state"] in ("running", "paused"):  # undecided: back to the stable release
                 c.rollout(r["id"], "rollback")
             last = r["decisions"][-1]
-            # the figures that kept the step from advancing: worse, or undecided and why
-            worse = [f"{f['figure']} {f['outcome'].replace('_', ' ')}" + (
+            # the figures that decided: the worse ones, else those that held the step undecided
+            held = [f for f in last["figures"] if f["outcome"] == "worse"] or \
+                [f for f in last["figures"] if f["outcome"] == "undecided"]
+            worse = [f"{f['figure']} {f['outcome']}" + (
                 f" {f['estimate']:.3g}" if f.get("estimate") is not None else "") + (
                 f" ({f['note']})" if f["outcome"] == "undecided" and f.get("note") else "")
-                for f in last["figures"] if f["outcome"] != "not_worse"]
+                for f in held] if r["state"] != "completed" else []
             took = last["time"] - r["decisions"][0]["time"]
             print(f"  {version}: {r['state'].replace('_', ' ')} at {r['percent']:g}% after "
                   f"{took:.0f} s ({last['why']}{'; ' + ', '.join(worse) if worse else ''})")
