@@ -369,3 +369,24 @@ def test_any_process_reading_a_sqlite_file_sees_what_its_spool_holds(tmp_path):
     finally:
         server.dispose()
         reader.dispose()
+
+
+def test_a_corrupt_length_in_the_segment_being_written_does_not_stall_the_spool(engine,
+                                                                               tmp_path):
+    """A record header whose length no append writes (a flipped bit): the move does not wait
+    for the record forever, and what is appended after it is moved."""
+    from edgeyard.server import spool, store
+
+    a, b, c = _requests(3)
+    sp = spool.Spool(tmp_path / "spool")
+    sp.append([spool.encode(time.time(), 300, r) for r in (a, b)])
+    seg = sp.dir / "00000001.log"
+    data = bytearray(seg.read_bytes())
+    data[0:4] = (2**32 - 1).to_bytes(4, "little")
+    seg.write_bytes(bytes(data))
+    assert spool.move(engine, sp.dir).windows == 0
+    assert (sp.dir / "00000001.corrupt").exists()
+    sp.append([spool.encode(time.time(), 300, c)])
+    assert spool.move(engine, sp.dir).windows == 1
+    assert store.upload_count(engine) == 1
+    sp.close()

@@ -70,6 +70,7 @@ SEGMENT_BYTES = 64 * 2**20  # a worker starts a new segment past this size
 MAX_BACKLOG = 512 * 2**20  # unmoved bytes in a worker's spool past which uploads get 503
 MOVE_WINDOWS = 512  # windows per move transaction
 READ_BYTES = 16 * 2**20  # bytes read from a segment at a time
+MAX_RECORD = 256 * 2**20  # no record is longer (a request's body is at most --max-body-mb)
 
 
 class SpoolFull(Exception):
@@ -273,6 +274,8 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
             while pos + HEADER.size <= len(data):
                 n, crc = HEADER.unpack_from(data, pos)
                 end = pos + HEADER.size + n
+                if n > MAX_RECORD:  # a length no append writes: the header is corrupt
+                    return out, _corrupt(path, s, off + pos)
                 if end > len(data):
                     if pos or len(data) < READ_BYTES:
                         break
@@ -283,11 +286,7 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                         break
                 payload = data[pos + HEADER.size:end]
                 if zlib.crc32(payload) != crc:
-                    bad = path.with_suffix(".corrupt")
-                    log.error("spool %s: the record at byte %d fails its CRC: the segment is "
-                              "copied to %s and its rest skipped", path, off + pos, bad.name)
-                    shutil.copyfile(path, bad)
-                    return out, (s, path.stat().st_size)
+                    return out, _corrupt(path, s, off + pos)
                 pos = end
                 try:
                     received, bucket_s, uploads = decode_record(payload)
@@ -309,6 +308,16 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                         "writing them: never acknowledged)", path, tail)
             off += tail
     return out, (seg, off)
+
+
+def _corrupt(path: Path, segment: int, at: int) -> tuple[int, int]:
+    """A record that fails its CRC (or whose length no append writes): the segment is copied
+    to `*.corrupt` for a person to look at, and the move goes on past its end."""
+    bad = path.with_suffix(".corrupt")
+    log.error("spool %s: the record at byte %d is corrupt: the segment is copied to %s and its "
+              "rest skipped", path, at, bad.name)
+    shutil.copyfile(path, bad)
+    return segment, path.stat().st_size
 
 
 def _transient(exc: BaseException) -> bool:
