@@ -202,7 +202,6 @@ def _warm_up(bundle: bool, freeze: bool) -> None:
         gc.freeze()
 
 
-
 def _background(app: FastAPI) -> Leadership:
     """The background work (scheduled checks, rollout decisions, precomputed drift results,
     retention), run by whichever worker leads (`leader.py`)."""

@@ -20,6 +20,7 @@ in-flight limit.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -115,6 +116,17 @@ class Supervisor:
         p.start()
         return p
 
+    def _again(self, p: BaseProcess, what: str, start: Any) -> BaseProcess:
+        """`p`, or a new one from `start` when `p` exited without being asked to (after a
+        second; logged)."""
+        if p.is_alive() or self._stopping:
+            return p
+        log.warning("%s %s exited with %s: starting another", what, p.pid, p.exitcode)
+        time.sleep(1.0)
+        q: BaseProcess = start()
+        print(f"{what} {p.pid} exited ({p.exitcode}); started {q.pid}", flush=True)
+        return q
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.pid is not None]
 
@@ -125,8 +137,8 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        if self.settings.spool_dir:
-            self.settings.spool_mover_process = True
+        if self.settings.spool_dir:  # the workers leave moving their spools to it
+            self.settings = dataclasses.replace(self.settings, spool_mover_process=True)
             self.mover = self._start_mover()
         self.procs = [self._start_one() for _ in range(self.n)]
         print(f"workers: {', '.join(str(p) for p in self.pids())}", flush=True)
@@ -135,42 +147,30 @@ class Supervisor:
         try:
             while not self._stopping:
                 time.sleep(0.2)
-                if self.mover is not None and not self.mover.is_alive() and not self._stopping:
-                    log.warning("spool mover %s exited with %s: starting another",
-                                self.mover.pid, self.mover.exitcode)
-                    time.sleep(1.0)
-                    self.mover = self._start_mover()
+                if self.mover is not None:
+                    self.mover = self._again(self.mover, "spool mover", self._start_mover)
                 for i, p in enumerate(self.procs):
-                    if p.is_alive() or self._stopping:
-                        continue
-                    log.warning("worker %s exited with %s: starting another", p.pid, p.exitcode)
-                    time.sleep(1.0)
-                    self.procs[i] = self._start_one()
-                    self.restarts += 1
-                    print(f"worker {p.pid} exited ({p.exitcode}); started {self.procs[i].pid}",
-                          flush=True)
+                    self.procs[i] = self._again(p, "worker", self._start_one)
+                    self.restarts += self.procs[i] is not p
         finally:
             self.stop()
 
     def stop(self) -> None:
-        for p in self.procs:
+        """SIGTERM to the workers and the mover; killed past `grace_s`; then what their spools
+        still hold is stored."""
+        procs = self.procs + ([self.mover] if self.mover is not None else [])
+        for p in procs:
             if p.is_alive() and p.pid is not None:
                 try:
                     os.kill(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + self.grace_s
-        for p in self.procs:
+        for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
             if p.is_alive():
                 p.kill()
                 p.join()
-        if self.mover is not None:
-            self.mover.terminate()
-            self.mover.join(timeout=self.grace_s)
-            if self.mover.is_alive():
-                self.mover.kill()
-                self.mover.join()
         self._drain()
 
     def _drain(self) -> None:
