@@ -59,6 +59,7 @@ from typing import BinaryIO
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from .._files import atomic_write
 from . import store
 from .decode import Upload
 from .watch import Restartable
@@ -203,9 +204,8 @@ def _position(d: Path) -> tuple[int, int]:
 
 
 def _set_position(d: Path, seg: int, off: int) -> None:
-    tmp = d / "moved.tmp"
-    tmp.write_text(f"{seg} {off}\n")
-    os.replace(tmp, d / "moved")  # not fsynced: a position lost is records moved again
+    atomic_write(d / "moved", f"{seg} {off}\n")  # not durable: a position lost is records
+    # moved again, which the ledger drops
 
 
 def _end(d: Path) -> tuple[int, int]:
