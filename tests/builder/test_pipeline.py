@@ -108,6 +108,37 @@ def test_int8_without_calibration(tmp_path, tiny_model, tiny_data):
     assert "onnx/int8 needs calibration data" in pinned["reason"]
 
 
+def test_a_remote_device_builds_recipes_in_the_rule_s_order_until_one_meets_the_budgets(
+        tmp_path, tiny_model, tiny_data):
+    """For a device the build cannot time on, the rule picks (an MLP prefers dynamic): dynamic
+    is built first, meets the budgets and ships, and static is not built, said so; with
+    recipe_search = "all" both are built and the same one ships."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "phone.toml").write_text(
+        'name = "phone"\nrunner = "agent://phone.local:8765"\n'
+        '[hardware]\narch = "aarch64"\nos = "android"\n'
+        + target("onnx", "int8") + target("onnx", "int8", 'recipe_search = "all"'))
+    x = tiny_data[0]
+    release = edgeyard.build(tiny_model, profiles=["phone"], calibration=x[:32],
+                             evaluation=(x[32:], None), out=tmp_path / "rel",
+                             profile_dirs=[tmp_path / "p"], log=None)
+    first, every = release.chain("phone")
+    assert first["status"] == every["status"] == "ok"
+    assert first["recipe"]["name"] == every["recipe"]["name"] == "dynamic"
+    assert "first by the rule for a remote device" in first["recipe"]["chosen_by"]
+    assert "the others were not built" in first["recipe"]["chosen_by"]
+    rows = {r["recipe"]: r for r in first["recipes"]}
+    assert rows["dynamic"]["shipped"] and rows["dynamic"]["status"] == "ok"
+    assert rows["static"]["status"] == "skipped" and not rows["static"]["shipped"]
+    assert rows["static"]["problems"] == ["not built: dynamic, first by the rule for a remote "
+                                          "device, met the budgets"]
+    assert [(r["recipe"], r["status"]) for r in every["recipes"]] == [("static", "ok"),
+                                                                    ("dynamic", "ok")]
+    assert "not built" not in every["recipe"]["chosen_by"]
+    logs = sorted(p.name for p in (release.path / "logs").iterdir())
+    assert sum("~static" in n for n in logs) == 1 and sum("~dynamic" in n for n in logs) == 2
+
+
 def test_unknown_profile_stops_before_any_work(tmp_path, tiny_model, tiny_data):
     with pytest.raises(ProfileNotFound) as exc:
         edgeyard.build(tiny_model, profiles=["pixel-9"], evaluation=tiny_data,

@@ -62,6 +62,12 @@ def test_check_target():
     assert check_target(Target("onnx", "int8")) is None
     assert "no option 'x'" in check_target(Target("onnx", "int8", {"x": 1}))
     assert "must be int" in check_target(Target("onnx", "fp32", {"opset": "17"}))
+    assert check_target(Target("onnx", "int8", {"recipe_search": "all"})) is None
+    assert "'recipe_search' must be \"first\" or \"all\" (got 'every')" in check_target(
+        Target("onnx", "int8", {"recipe_search": "every"}))
+    # a precision with one way only has no recipe search
+    assert "no option 'recipe_search'" in check_target(
+        Target("onnx", "fp32", {"recipe_search": "all"}))
 
 
 def cli(*args):

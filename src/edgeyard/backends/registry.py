@@ -109,7 +109,7 @@ def check_target(target: Target) -> str | None:
             f"it offers {', '.join(backend.precisions)}"
         )
     for key, value in target.options.items():
-        if key in ("recipe", "recipes") and backend.recipes(target.precision):
+        if key in ("recipe", "recipes", "recipe_search") and backend.recipes(target.precision):
             continue  # checked below
         if key not in backend.options:
             known = ", ".join(backend.options) or "none"
@@ -118,6 +118,9 @@ def check_target(target: Target) -> str | None:
         if not isinstance(value, types):
             want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
             return f"option {key!r} of backend {backend.name!r} must be {want} (got {value!r})"
+    if target.options.get("recipe_search", "first") not in ("first", "all"):
+        return (f"option 'recipe_search' must be \"first\" or \"all\" (got "
+                f"{target.options['recipe_search']!r})")
     names = [r.name for r in backend.recipes(target.precision)]
     offered = ", ".join(names) or "none (it has one way only)"
     asked = target.options.get("recipes", [])

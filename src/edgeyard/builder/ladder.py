@@ -65,7 +65,7 @@ def precision_rungs(precision: str, offered: tuple[str, ...],
     # int8-only options (calibration, excluded nodes) mean nothing at float precisions
     keep = {k: v for k, v in options.items()
             if k not in ("nodes_to_exclude", "calibrate_method", "per_channel", "qat_epochs",
-                         "recipe", "recipes")}
+                         "recipe", "recipes", "recipe_search")}
     return [Rung(f"precision {p}", p, keep) for p in above if p in offered]
 
 

@@ -667,8 +667,13 @@ def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
         _run_recipe(job, run, cands[0].name, "pinned by the target" if pinned is not None
                     else "the only candidate", rows)
         return
-    attempts = _try_recipes(job, ctx, run, cands)
     kind = ctx.graph()
+    # timed on this host, the fastest ships: every candidate is built. For a remote device the
+    # rule decides, so the candidates are built in its order until one meets the budgets (the
+    # one that would ship anyway), unless the target asks for all (recipe_search = "all")
+    first = job.local_threads is None and target.options.get("recipe_search") != "all"
+    attempts = _try_recipes(job, ctx, run, order_by_rule(cands, kind) if first else cands,
+                            first)
     meeting = [a for _, a, problems in attempts if a.status == "ok" and not problems]
     latency: dict[str, float] = {}
     if len(meeting) > 1 and job.local_threads is not None:
@@ -680,6 +685,14 @@ def choose_recipe(job: _Job, ctx: _Context, run: Callable[..., Any]) -> None:
                      "meets_budget": a.status == "ok" and not problems,
                      "latency_ms_p50": latency.get(a.key), **figures(a.record),
                      "accuracy": par.get("accuracy")})
+    tried = {r.name for r, _, _ in attempts}
+    if len(tried) < len(cands):  # stopped at the first within the budgets
+        why = (f"{_by_rule(kind)}; the others were not built (recipe_search = \"all\" builds "
+               f"every candidate)")
+        rows += [{"recipe": r.name, "kind": r.kind, "status": "skipped",
+                  "problems": [f"not built: {winner.name}, first by the rule for a remote "
+                               f"device, met the budgets"]}
+                 for r in cands if r.name not in tried]
     _keep_recipe(job, ctx, attempts, winner)
     for row in rows:
         row["shipped"] = row["recipe"] == winner.name and job.status in ("ok", "unverified")
@@ -693,8 +706,7 @@ def _run_recipe(job: _Job, run: Callable[..., Any], recipe: str, chosen_by: str,
     """Build `job` with `recipe` pinned: there is no other candidate to compare it with."""
     target = job.target
     job.target = Target(target.backend, target.precision,
-                        {**{k: v for k, v in target.options.items() if k != "recipes"},
-                         "recipe": recipe})
+                        {**_converter_options(target.options), "recipe": recipe})
     run(job)
     job.target = target
     job.record["recipe"] = {"name": recipe, "chosen_by": chosen_by}
@@ -702,14 +714,14 @@ def _run_recipe(job: _Job, run: Callable[..., Any], recipe: str, chosen_by: str,
         job.record["recipes"] = rows
 
 
-def _try_recipes(job: _Job, ctx: _Context, run: Callable[..., Any], cands: list[Recipe]
-                 ) -> list[_Attempt]:
+def _try_recipes(job: _Job, ctx: _Context, run: Callable[..., Any], cands: list[Recipe],
+                 first: bool = False) -> list[_Attempt]:
     """Build `job`'s target once per candidate recipe, each judged by the strictest budgets of
-    the profiles listing the target."""
+    the profiles listing the target; with `first`, stop after the first that meets them."""
     target, budget = job.target, strictest(job.budgets)
     attempts = []
     for r in cands:
-        opts = {k: v for k, v in target.options.items() if k != "recipes"}
+        opts = _converter_options(target.options)
         a = _Job(f"{job.key}~{r.name}", Target(target.backend, target.precision,
                                                 {**opts, "recipe": r.name}), job.backend)
         run(a)
@@ -718,7 +730,14 @@ def _try_recipes(job: _Job, ctx: _Context, run: Callable[..., Any], cands: list[
         attempts.append((r, a, problems))
         ctx.settings.say(f"{target.describe()}: recipe {r.name}: {a.status.upper()}"
                          + (f" ({'; '.join(problems)})" if problems else ", within the budgets"))
+        if first and a.status == "ok" and not problems:
+            break
     return attempts
+
+
+def _converter_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A target's options less those of the recipe search, which the converter never sees."""
+    return {k: v for k, v in options.items() if k not in ("recipes", "recipe_search")}
 
 
 def _pick_recipe(attempts: list[_Attempt], latency: dict[str, float], kind: GraphKind
@@ -734,10 +753,7 @@ def _pick_recipe(attempts: list[_Attempt], latency: dict[str, float], kind: Grap
                            if a.key in latency) + ", median single-sample latency)")
     elif meeting:
         winner = order_by_rule([r for r, _ in meeting], kind)[0]
-        why = ("the only candidate within the budgets" if len(meeting) == 1 else
-               f"within the budgets, and first by the rule for a remote device: "
-               f"{'an' if kind.kind[0] in 'aeiou' else 'a'} {kind.kind} graph prefers "
-               f"{kind.prefers} recipes")
+        why = "the only candidate within the budgets" if len(meeting) == 1 else _by_rule(kind)
     else:
         ok = [(r, a) for r, a, _ in attempts if a.status == "ok"]
         static = [ra for ra in ok if ra[0].kind == "static"]
@@ -749,6 +765,12 @@ def _pick_recipe(attempts: list[_Attempt], latency: dict[str, float], kind: Grap
             winner = order_by_rule([r for r, _, _ in attempts], kind)[0]
             why = "every candidate failed"
     return winner, why
+
+
+def _by_rule(kind: GraphKind) -> str:
+    return (f"within the budgets, and first by the rule for a remote device: "
+            f"{'an' if kind.kind[0] in 'aeiou' else 'a'} {kind.kind} graph prefers "
+            f"{kind.prefers} recipes")
 
 
 def _keep_recipe(job: _Job, ctx: _Context, attempts: list[_Attempt], winner: Recipe) -> None:
