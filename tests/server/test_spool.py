@@ -390,3 +390,38 @@ def test_a_corrupt_length_in_the_segment_being_written_does_not_stall_the_spool(
     assert spool.move(engine, sp.dir).windows == 1
     assert store.upload_count(engine) == 1
     sp.close()
+
+
+def test_the_mover_waits_after_a_pass_short_of_a_transaction_and_not_after_a_full_one(tmp_path):
+    """A pass that moved a few windows is followed by a wait of `idle_s` (so that the next
+    transaction holds more than one request's windows); a full pass goes on at once; an empty
+    one waits for the writer's wake."""
+    from edgeyard.server import spool, store
+
+    passes = [(2, 3), (40, spool.MOVE_WINDOWS), (0, 0), (1, 1)]  # (records, windows) moved
+
+    class Scripted(spool.Mover):
+        def once(self) -> int:
+            records, windows = passes.pop(0)
+            self.windows += windows
+            return records
+
+    class Stop:  # records the loop's waits; stops it once the script is done
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+
+        def is_set(self) -> bool:
+            return not passes
+
+        def wait(self, s: float) -> bool:
+            self.waits.append(s)
+            return False
+
+    mover = Scripted(None, tmp_path, store.Limits(), idle_s=0.25)  # type: ignore[arg-type]
+    woken = []
+    mover.wake = type("Wake", (), {"wait": lambda self, s: woken.append(s),
+                                   "clear": lambda self: None})()
+    stop = Stop()
+    mover._loop(stop)  # type: ignore[arg-type]
+    assert stop.waits == [0.25, 0.25]  # after the 3 windows and after the 1: not the full pass
+    assert woken == [0.25]  # the empty pass waits for the writer
