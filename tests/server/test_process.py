@@ -172,7 +172,7 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
     (window,) = otlp_windows(telemetry_release.path, digits_data.x_eval, tmp_path, n_windows=1,
                              calls=20)
     acked: list[str] = []
-    failed = [0]
+    failed: list[str] = []
     stop = threading.Event()
 
     def stream() -> None:
@@ -187,7 +187,9 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
                     if resp.status == 200:
                         acked.append(uid)
             except (urllib.error.URLError, OSError):
-                failed[0] += 1  # its worker died under it: not acknowledged, a device retries
+                # its worker died under it, or the answer took over 10 s on a loaded machine:
+                # not acknowledged (a device retries), but it may have been stored
+                failed.append(uid)
 
     threads = [threading.Thread(target=stream) for _ in range(4)]
     for t in threads:
@@ -206,7 +208,7 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
                 break
             time.sleep(0.2)
         assert took is not None, "no other worker took the lead within 30 s"
-        print(f"leader taken over {took:.1f} s after the kill; {failed[0]} requests failed")
+        print(f"leader taken over {took:.1f} s after the kill; {len(failed)} requests failed")
         while len(acked) < at_kill + 60:  # the survivors go on taking uploads
             time.sleep(0.05)
     finally:
@@ -221,7 +223,9 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
         stored = set(conn.scalars(select(db.uploads.c.upload_id)))
     engine.dispose()
     assert set(acked) <= stored
-    assert len(stored) - len(acked) <= 4  # at most those in flight on the dead worker
+    # what else is stored is what was sent and not answered (in flight on the dead worker, or
+    # answered after the client's timeout: CI once stored 5 such of 8 failed requests)
+    assert stored - set(acked) <= set(failed)
 
 
 def test_sigusr1_prints_every_thread_s_stack_and_the_server_goes_on(serve):

@@ -308,6 +308,13 @@ def stalled(server, devices) -> str:
                      + ["server log (tail):", server.log_text()[-8000:]])
 
 
+def verdicts(r: dict) -> str:
+    """A rollout's state and, per decision, the figures that did not come out "not worse"."""
+    return json.dumps({**{k: v for k, v in r.items() if k != "decisions"}, "decisions": [
+        {**d, "figures": [f for f in d["figures"] if f["outcome"] != "not_worse"]}
+        for d in r["decisions"]]}, indent=1)
+
+
 @pytest.mark.slow
 def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         serve, releases, digits_data, tmp_path):
@@ -340,13 +347,16 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
             d.start()
         # sized for this traffic (~50 new-cohort calls a second at 20%): fewer
         # looks (each spends a share of the false-halt budget), an absolute fallback floor of
-        # 1% (a 50% failure rate is far above it), p90 latency within 20%
+        # 1% (a 50% failure rate is far above it), p90 latency within 50%: the devices are
+        # threads of this process on two cores shared with the server and, in CI, another
+        # stream of tests; there the per-bucket log ratio of p90 scattered with an sd of 1.1
+        # (1.1 was 1.06x 1.0) and a 20% margin left the healthy release undecided at 120 s
         plan = {"steps": [20, 50, 100], "hold_s": 3.0, "check_s": 2.0, "max_hold_s": 120.0,
-                "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.2}
+                "min_calls": 300, "fallback_floor": 0.01, "latency_margin": 0.5}
         healthy = start_rollout(c, "1.1", **plan)
         done = wait_for(lambda: c.rollout(healthy["id"])["state"] != "running", 240, 1.0)
         r = c.rollout(healthy["id"])
-        assert r["state"] == "completed", json.dumps(r, indent=1)[:4000] + stalled(server, devices)
+        assert r["state"] == "completed", verdicts(r) + stalled(server, devices)
         assert [d["action"] for d in r["decisions"]] == ["start", "advance", "complete"], \
             r["decisions"]
         assert done and c._call("GET", "/api/stable/digits")["stable"] == "1.1"
@@ -367,7 +377,7 @@ def test_a_fleet_of_50_takes_a_healthy_release_to_100_and_rolls_a_bad_one_back(
         wait_for(decided_yet, 120, 0.5)
         visible = seen[0]
         r = c.rollout(bad["id"])
-        assert r["state"] == "rolled_back" and r["step"] == 0, json.dumps(r, indent=1)[:4000]
+        assert r["state"] == "rolled_back" and r["step"] == 0, verdicts(r)
         decision = r["decisions"][-1]
         assert decision["action"] == "rollback"
         fallback = next(f for f in decision["figures"] if f["figure"] == "fallback rate")
