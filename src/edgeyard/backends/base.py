@@ -52,6 +52,13 @@ class ConvertResult:
     runs_elsewhere: str | None = None
 
 
+# target options of a precision with several recipes, read by the build's recipe search (a
+# backend does not declare them): the search's own are never passed to a converter, which gets
+# the one recipe to make as `recipe`
+RECIPE_SEARCH_OPTIONS = ("recipes", "recipe_search")
+RECIPE_OPTIONS = ("recipe", *RECIPE_SEARCH_OPTIONS)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One way a backend makes a precision (e.g. int8 with static or with dynamic activation

@@ -13,7 +13,7 @@ import threading
 from .._deps import import_ref
 from ..errors import BackendNotFound, EdgeyardError
 from ..profiles import Target
-from .base import Backend
+from .base import RECIPE_OPTIONS, Backend
 
 ENTRY_POINT_GROUP = "edgeyard.backends"
 
@@ -109,7 +109,7 @@ def check_target(target: Target) -> str | None:
             f"it offers {', '.join(backend.precisions)}"
         )
     for key, value in target.options.items():
-        if key in ("recipe", "recipes", "recipe_search") and backend.recipes(target.precision):
+        if key in RECIPE_OPTIONS and backend.recipes(target.precision):
             continue  # checked below
         if key not in backend.options:
             known = ", ".join(backend.options) or "none"

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backends.base import RECIPE_OPTIONS
 from ..profiles import FIDELITY_KEYS, Budgets
 
 QUANTIZED = ("int8", "int8-weights")
@@ -65,7 +66,7 @@ def precision_rungs(precision: str, offered: tuple[str, ...],
     # int8-only options (calibration, excluded nodes) mean nothing at float precisions
     keep = {k: v for k, v in options.items()
             if k not in ("nodes_to_exclude", "calibrate_method", "per_channel", "qat_epochs",
-                         "recipe", "recipes", "recipe_search")}
+                         *RECIPE_OPTIONS)}
     return [Rung(f"precision {p}", p, keep) for p in above if p in offered]
 
 

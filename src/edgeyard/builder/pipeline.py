@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__
 from .._deps import toolchain_lock
 from .._signals import terminate_raises
-from ..backends.base import Backend, Recipe
+from ..backends.base import RECIPE_SEARCH_OPTIONS, Backend, Recipe
 from ..backends.registry import backend_ref, get_backend
 from ..data import (
     Arrays,
@@ -737,7 +737,7 @@ def _try_recipes(job: _Job, ctx: _Context, run: Callable[..., Any], cands: list[
 
 def _converter_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """A target's options less those of the recipe search, which the converter never sees."""
-    return {k: v for k, v in options.items() if k not in ("recipes", "recipe_search")}
+    return {k: v for k, v in options.items() if k not in RECIPE_SEARCH_OPTIONS}
 
 
 def _pick_recipe(attempts: list[_Attempt], latency: dict[str, float], kind: GraphKind
