@@ -54,12 +54,12 @@ def reference(rng: np.random.Generator) -> dict[str, Any]:
     return window(rng, 0.0, 3000).to_json()
 
 
-def ingest(engine: Any, windows: list[tuple[Any, str, str]]) -> None:
-    """Store (window, profile, device) uploads as the OTLP endpoint would."""
+def ingest(engine: Any, windows: list[tuple[Any, str, str]], release: str = "1.0") -> None:
+    """Store (window, profile, device) uploads of `release` as the OTLP endpoint would."""
     from edgeyard.server import decode, store
     from edgeyard.telemetry import otlp
 
-    rms = [otlp.resource_metrics(w, {"edgeyard.model": MODEL, "edgeyard.release": "1.0",
+    rms = [otlp.resource_metrics(w, {"edgeyard.model": MODEL, "edgeyard.release": release,
                                      "edgeyard.profile": profile, "edgeyard.device_id": device,
                                      "edgeyard.upload_id": uuid.uuid4().hex})
            for w, profile, device in windows]
