@@ -116,6 +116,14 @@ def clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float:
     return 1.0 if k == n else float(beta.ppf(level, k + 1, n - k))
 
 
+def save(out: Path, name: str, res: dict[str, Any], md: str) -> None:
+    """`out/<name>.json` and `.md`; the markdown printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print(md)
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(runs)
     states = {s: sum(r["state"] == s for r in runs) for s in
@@ -178,10 +186,7 @@ def main() -> int:
     res = {"devices": args.devices, "plan": plan.to_dict(),
            "seconds": time.perf_counter() - t0,
            "scenarios": {k: summarize(v) for k, v in scenarios.items()}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rollout_calibration.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / "rollout_calibration.md").write_text(markdown(res))
-    print(markdown(res))
+    save(args.out, "rollout_calibration", res, markdown(res))
     return 0
 
 

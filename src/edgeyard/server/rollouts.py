@@ -14,7 +14,7 @@ step's time, bucket by bucket (both releases run at the same time: see `rollout.
 - expected accuracy (the mean top-1 confidence), for classifiers,
 and, before a step advances, the drift verdict of each release against its own build-time
 reference (the new release drifting where the old one does not, and its cohort's outputs
-differing from the old cohort's, is worse: `drift_figure`).
+differing from the old cohort's, is worse: `drift_outcome`).
 
 `advance` (rollout.plan) turns the outcome into a decision; a completed rollout makes the new
 release stable, a rolled-back one leaves the old release stable. The webhook is told of every
@@ -256,35 +256,49 @@ def evidence(engine: Engine, st: State, now: float) -> stats.Evidence:
     return stats.Evidence(devices(st.release), devices(st.previous), latency, accuracy)
 
 
-def drift_figure(watch: Any, st: State, now: float) -> stats.Verdict | None:
-    """Each release against its own build-time reference over the step, and the two cohorts
-    against each other: worse when the new release drifts, the old one does not, and the new
-    cohort's outputs differ from the old cohort's (both see the same inputs).
+def drift_outcome(new_reference: Any, new_field: Any, old_reference: Any, old_field: Any,
+                  policy: Any) -> tuple[str, str]:
+    """(outcome, what each check said) of the drift figure, from the two releases' build-time
+    references and their cohorts' merged windows: worse when the new release drifts against its
+    own reference, the old one does not, and the new cohort's outputs differ from the old
+    cohort's (both see the same inputs).
 
     The third check is what keeps the figure's false alarms at the drift policy's alpha. The
     first two alone are two draws of the same test: when the field's inputs have moved a little
     from the build's held-out data, both releases sit near their thresholds and "the new one
     drifts, the old one does not" comes up by chance (the 50-device test's copy of the old
     release was rolled back so: output entropy's KS 0.124 against a threshold of 0.123 for the
-    new release, 0.086 against 0.115 for the old). The cohorts, fed the same inputs by
-    the same hash, differ beyond chance only when the new release answers differently."""
+    new release, 0.086 against 0.115 for the old; `benchmarks/rollout_drift_calibration.py`).
+    The cohorts, fed the same inputs by the same hash, differ beyond chance only when the new
+    release answers differently."""
     from ..drift import check as drift_check
+
+    new, old = (drift_check(r, w, policy).verdict
+                for r, w in ((new_reference, new_field), (old_reference, old_field)))
+    detail = f"new: {new}, old: {old}"
+    if new == "drift" and old != "drift":
+        cohorts = drift_check(old_field, new_field, policy).verdict
+        detail += f"; the new cohort against the old one: {cohorts}"
+        return {"drift": stats.WORSE, "ok": stats.NOT_WORSE}.get(cohorts, stats.UNDECIDED), \
+            detail
+    decided = "insufficient_data" not in (new, old)
+    return (stats.NOT_WORSE if decided else stats.UNDECIDED), detail
+
+
+def drift_figure(watch: Any, st: State, now: float) -> stats.Verdict | None:
+    """The drift figure over the current step (`drift_outcome`), or None when a release is not
+    registered."""
     from . import store
 
-    recs = [store.release(watch.engine, st.model, v) for v in (st.release, st.previous)]
-    if any(r is None for r in recs):
+    new_rec, old_rec = (store.release(watch.engine, st.model, v)
+                        for v in (st.release, st.previous))
+    if new_rec is None or old_rec is None:
         return None
-    window = max(1.0, now - st.step_started)
-    wins = [watch.windows(r, now - window, now) for r in recs]
-    verdicts = [watch.check(r, window, end=now, windows=w)["verdict"]
-                for r, w in zip(recs, wins, strict=True)]
-    detail = f"new: {verdicts[0]}, old: {verdicts[1]}"
-    decided = all(v != "insufficient_data" for v in verdicts)
-    outcome = stats.NOT_WORSE if decided else stats.UNDECIDED
-    if verdicts[0] == "drift" and verdicts[1] != "drift":
-        cohorts = drift_check(wins[1]["all"], wins[0]["all"], watch.policy).verdict
-        detail += f"; the new cohort against the old one: {cohorts}"
-        outcome = {"drift": stats.WORSE, "ok": stats.NOT_WORSE}.get(cohorts, stats.UNDECIDED)
+    recs = (new_rec, old_rec)
+    start = now - max(1.0, now - st.step_started)
+    (new_ref, new), (old_ref, old) = ((r.reference, watch.windows(r, start, now)["all"])
+                                      for r in recs)
+    outcome, detail = drift_outcome(new_ref, new, old_ref, old, watch.policy)
     worse = outcome == stats.WORSE
     return stats.Verdict("drift against each release's reference", outcome, None, 0.0,
                          0.0 if worse else 1.0, 0.0 if outcome == stats.NOT_WORSE else 1.0,
