@@ -24,6 +24,10 @@ Method
   group commit. Either way windows are appended to `pending`, one row per aggregate bucket
   (merged in the commit), and the compactor merges them into the aggregates (the default);
   `--merge-in-request`: merged into the aggregates in the request's commit (no spool).
+  `--spool-sync-ms N`: one more stored server per N > 0 (serve's flag), measured in the same
+  rounds, each with its own database: a spooled request answered once its record is written to
+  the operating system, an fdatasync every N ms (what a power loss can take; a killed process
+  loses nothing).
   With the spool, a stored run's uploads/s counts the time its mover then takes to store what
   was answered (the backlog left in the spool when the load stops, polled every 20 ms): the
   200s of the run / (the run's seconds + that drain); the 200s a second are kept as
@@ -52,7 +56,7 @@ Method
 
     python benchmarks/ingest.py [--seconds 10] [--repeats 3] [--workers 2] [--day-devices 10000]
         [--decoders native python] [--merge-in-request] [--commit-on-loop] [--skip-day]
-        [--spool default|on|off]
+        [--spool default|on|off] [--spool-sync-ms 0 [N ...]]
 
 Writes benchmarks/results/ingest.json and .md.
 """
@@ -70,6 +74,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -254,35 +259,48 @@ def spooled_in_time(r: dict, spool_dir: Path, seconds: float) -> dict:
             "uploads_per_s": r["uploads_per_s"] * seconds / (seconds + drain)}
 
 
-def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namespace,
-               decoder: str = "native") -> dict:
+def stored_modes(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The stored servers each run measures: "stored" (serve's default: an answer waits for
+    the spool's fdatasync) and one per `--spool-sync-ms` N > 0 ("stored_sync<N>ms")."""
+    return {"stored": [], **{f"stored_sync{ms:g}ms": ["--spool-sync-ms", f"{ms:g}"]
+                             for ms in args.spool_sync_ms if ms}}
+
+
+def throughput(tmp: Path, name: str, databases: Callable[[], str | None],
+               args: argparse.Namespace, decoder: str = "native") -> dict:
     """Stored and null-endpoint runs for each connection count, interleaved (stored, null,
     stored, null, ...: a slower or faster spell of the shared machine falls on both alike; each
     repeat's stored / null is a ratio of two runs seconds apart); `decoder` "python": the
-    server's native modules turned off (the decoder's fast path and the sketch merge)."""
+    server's native modules turned off (the decoder's fast path and the sketch merge). Each
+    stored server (`stored_modes`) has a database of its own (`databases()`)."""
     out: dict = {}
     env = {"EDGEYARD_NATIVE_DECODE": "0", "EDGEYARD_NATIVE_MERGE": "0"} \
         if decoder == "python" else {}
     flags = (["--commit-on-loop"] if args.commit_on_loop else []) + \
         (["--merge-in-request"] if args.merge_in_request else []) + \
         ({"on": ["--spool"], "off": ["--no-spool"]}.get(args.spool, []))
-    stored_dir = tmp / f"{name}-{decoder}-stored"
-    servers = {"stored": Server(stored_dir, database, args.workers, *flags, env=env),
-               "null": Server(tmp / f"{name}-{decoder}-null", None, args.workers, "--discard",
-                              env=env)}
+    modes = stored_modes(args)
+    dirs = {mode: tmp / f"{name}-{decoder}-{mode}" for mode in modes}
+    urls = {mode: databases() for mode in modes}
+    servers = {mode: Server(dirs[mode], urls[mode], args.workers, *flags, *extra, env=env)
+               for mode, extra in modes.items()}
+    servers["null"] = Server(tmp / f"{name}-{decoder}-null", None, args.workers, "--discard",
+                             env=env)
     try:
         for conns in args.connections:
-            runs: dict[str, list] = {"stored": [], "null": []}
+            runs: dict[str, list] = {mode: [] for mode in servers}
             for _ in range(args.repeats):
                 for mode, server in servers.items():
                     r = load(server.url, server.key("ingest"), args.seconds, conns)
-                    if mode == "stored":
-                        r = spooled_in_time(r, stored_dir / ("spool" if database else
+                    if mode != "null":
+                        r = spooled_in_time(r, dirs[mode] / ("spool" if urls[mode] else
                                                              "edgeyard.db-spool"), args.seconds)
                     runs[mode].append(r)
-            ratios = sorted(s["uploads_per_s"] / n["uploads_per_s"]
-                            for s, n in zip(runs["stored"], runs["null"], strict=True))
-            out[f"ratio_{conns}"] = ratios[len(ratios) // 2]
+            for mode in modes:
+                ratios = sorted(s["uploads_per_s"] / n["uploads_per_s"]
+                                for s, n in zip(runs[mode], runs["null"], strict=True))
+                out[f"ratio_{conns}" if mode == "stored" else f"ratio_{mode}_{conns}"] = \
+                    ratios[len(ratios) // 2]
             for mode, rs in runs.items():
                 rs.sort(key=lambda r: r["uploads_per_s"])
                 out[f"{mode}_{conns}"] = {**rs[len(rs) // 2], "runs": rs}
@@ -291,15 +309,14 @@ def throughput(tmp: Path, name: str, database: str | None, args: argparse.Namesp
     finally:
         for server in servers.values():
             server.stop()
-    acked = sum(r["acknowledged"] for k, v in out.items() if k.startswith("stored")
-                for r in v["runs"])
-    out["acknowledged"] = acked
-    out["stored"] = uploads_stored(database, stored_dir)
-    out["lost"] = acked - min(acked, out["stored"])
+    for mode in modes:
+        acked = sum(r["acknowledged"] for c in args.connections
+                    for r in out[f"{mode}_{c}"]["runs"])
+        stored = uploads_stored(urls[mode], dirs[mode])
+        prefix = "" if mode == "stored" else f"{mode}_"
+        out[f"{prefix}acknowledged"], out[f"{prefix}stored"] = acked, stored
+        out[f"{prefix}lost"] = acked - min(acked, stored)
     return out
-
-
-# --- a day of 10,000 devices ----------------------------------------------------------------
 
 
 def scaled(u, k: int):
@@ -431,6 +448,10 @@ def main() -> int:
     ap.add_argument("--spool", choices=["default", "on", "off"], default="default",
                     help="serve's --spool / --no-spool (default: on with SQLite, off with "
                          "PostgreSQL)")
+    ap.add_argument("--spool-sync-ms", type=float, nargs="+", default=[0.0],
+                    help="serve's --spool-sync-ms: 0 (its default: an answer waits for the "
+                         "spool's fdatasync) and, for each N > 0, one more stored server, "
+                         "measured in the same rounds")
     ap.add_argument("--decoders", nargs="+", choices=["native", "python"], default=["native"],
                     help="python: also measure with the native modules (decode, merge) "
                          "turned off (the same run, after the native one)")
@@ -454,20 +475,18 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="edgeyard-ingest-"))
     pg = None if PostgresServer.available() else PostgresServer().start()
     try:
-        backends: dict[str, str | None] = {"sqlite": None}
-        if pg is not None:
-            backends["postgresql"] = pg.create_database()
+        backends = ["sqlite"] + (["postgresql"] if pg is not None else [])
         kept = json.loads((Path(args.out) / "ingest.json").read_text()) \
             if args.day_only or args.skip_day else {}
-        for name, database in backends.items():
+        for name in backends:
             # --day-only keeps the throughput results, --skip-day the day's
             results[name] = {k: v for k, v in kept.get(name, {}).items()
                              if (k == "day") == args.skip_day}
             for decoder in [] if args.day_only else args.decoders:
                 key = "throughput" if decoder == "native" else f"throughput_{decoder}"
-                db_url = pg.create_database() if name == "postgresql" and pg and \
-                    decoder != args.decoders[0] else database
-                results[name][key] = throughput(tmp, name, db_url, args, decoder)
+                databases = pg.create_database if name == "postgresql" and pg \
+                    else lambda: None
+                results[name][key] = throughput(tmp, name, databases, args, decoder)
             if not args.skip_day:
                 day_db = pg.create_database() if name == "postgresql" and pg else None
                 results[name]["day"] = day(tmp, name, day_db, args)
@@ -486,25 +505,36 @@ def main() -> int:
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    md = ["| database | decoder | connections | uploads/s stored | answered/s (mover's drain "
-          "after the run) | p50 / p99 ms | uploads/s null endpoint | stored / null |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = ["| database | decoder | spool sync | connections | uploads/s stored | answered/s "
+          "(mover's drain after the run) | p50 / p99 ms | uploads/s null endpoint | "
+          "stored / null |", "|---|---|---|---|---|---|---|---|---|"]
     runs = [(name, decoder, results[name][key]) for name in ("sqlite", "postgresql")
             for decoder, key in (("native", "throughput"), ("python", "throughput_python"))
             if results.get(name, {}).get(key)]
     for name, decoder, r in runs:
-        for c in args.connections:
-            s, n = r[f"stored_{c}"], r[f"null_{c}"]
-            drained = f"{s['answered_per_s']:,.0f} ({s['drain_s']:.2f} s)" \
-                if "drain_s" in s else "-"
-            md.append(f"| {name} | {decoder} | {c} | {s['uploads_per_s']:,.0f} | {drained} | "
-                      f"{s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} | "
-                      f"{n['uploads_per_s']:,.0f} | "
-                      f"{r.get(f'ratio_{c}', s['uploads_per_s'] / n['uploads_per_s']):.2f} |")
+        for mode in stored_modes(args):
+            if f"{mode}_{args.connections[0]}" not in r:
+                continue
+            sync = "each answer" if mode == "stored" else \
+                f"every {mode.removeprefix('stored_sync')}"
+            for c in args.connections:
+                s, n = r[f"{mode}_{c}"], r[f"null_{c}"]
+                drained = f"{s['answered_per_s']:,.0f} ({s['drain_s']:.2f} s)" \
+                    if "drain_s" in s else "-"
+                ratio = r.get(f"ratio_{c}" if mode == "stored" else f"ratio_{mode}_{c}",
+                              s["uploads_per_s"] / n["uploads_per_s"])
+                md.append(f"| {name} | {decoder} | {sync} | {c} | {s['uploads_per_s']:,.0f} | "
+                          f"{drained} | {s['latency_p50_ms']:.1f} / "
+                          f"{s['latency_p99_ms']:.1f} | {n['uploads_per_s']:,.0f} | "
+                          f"{ratio:.2f} |")
     md.append("")
     for name, decoder, r in runs:
-        md.append(f"- {name}, {decoder} decoder: {r['acknowledged']:,} uploads acknowledged, "
-                  f"{r['stored']:,} stored, {r['lost']} lost.")
+        for mode in stored_modes(args):
+            prefix = "" if mode == "stored" else f"{mode}_"
+            if f"{prefix}acknowledged" in r:
+                md.append(f"- {name}, {decoder} decoder, {mode}: "
+                          f"{r[f'{prefix}acknowledged']:,} uploads acknowledged, "
+                          f"{r[f'{prefix}stored']:,} stored, {r[f'{prefix}lost']} lost.")
     if any(d == "python" for _, d, _ in runs):
         md.append("- decoder: `native` is the compiled fast path for collector bodies "
                   "(`edgeyard/server/_otlp.c`) and the compiled sketch merge "

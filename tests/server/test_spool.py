@@ -233,18 +233,20 @@ def test_the_app_answers_from_the_spool_and_reads_see_every_window_at_once(engin
         assert sum(calls.values()) == 210, calls  # 1 + 2 + ... + 20 calls
 
 
+@pytest.mark.parametrize("sync", [[], ["--spool-sync-ms", "60000"]], ids=["each", "timed"])
 def test_serve_answers_from_spools_and_a_server_killed_with_them_unmoved_loses_nothing(
-        serve, tmp_path):
+        serve, tmp_path, sync):
     """`edgeyard serve --workers 2` on SQLite (spooled by default) with its mover process
     stopped: the answers come from the spools, the database holds only the first window of
     each worker; the whole server killed with -9, then started again: every acknowledged
-    upload is stored."""
+    upload is stored. "timed": answered before any fdatasync (a minute apart): the kernel
+    keeps what a killed process wrote."""
     import os
     import signal
 
     from edgeyard.server import db, store
 
-    server = serve(None, "--workers", "2")
+    server = serve(None, "--workers", "2", *sync)
     assert server.proc is not None and server.proc.stdout is not None
     mover = 0
     while not mover:  # the supervisor's lines after "listening"
@@ -317,6 +319,72 @@ def test_a_failed_append_is_cut_back_off_and_the_next_goes_to_a_new_segment(engi
     assert spool.move(engine, sp.dir, until_empty=True).windows == 2
     assert store.upload_count(engine) == 2  # a and c; b was refused (503) and not stored
     sp.close()
+
+
+def test_a_spool_synced_on_a_timer_answers_without_waiting_for_the_disk(engine, tmp_path,
+                                                                       monkeypatch):
+    """`sync_every_s`: an append only writes; the timer's thread syncs what was written (and
+    nothing when nothing was); a segment is synced before the next one starts, and the spool
+    when it closes. Every record is moved."""
+    import os
+
+    from edgeyard.server import spool, store
+
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    a, b, c, d = _requests(4)
+    each = spool.Spool(tmp_path / "spool", "each")
+    each.append([spool.encode(time.time(), 300, a)])
+    assert len(synced) == 1  # before the answer
+    each.close()
+
+    synced.clear()
+    timed = spool.Spool(tmp_path / "spool", "timed", sync_every_s=0.05)
+    timed.append([spool.encode(time.time(), 300, b)])
+    assert synced == []  # the answer did not wait for the disk
+    deadline = time.monotonic() + 10
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(synced) == 1
+    time.sleep(0.3)  # nothing written since: no fdatasync
+    assert len(synced) == 1
+    timed.close()
+    assert len(synced) == 1
+
+    synced.clear()
+    rotating = spool.Spool(tmp_path / "spool", "rotating", segment_bytes=1, sync_every_s=3600)
+    rotating.append([spool.encode(time.time(), 300, c)])
+    assert synced == []
+    rotating.append([spool.encode(time.time(), 300, d)])  # past segment_bytes: a new segment
+    assert len(synced) == 1  # the first one, before the second one's first record
+    rotating.close()
+    assert len(synced) == 2  # the second one, at close
+    assert spool.drain(engine, tmp_path / "spool").windows == 4
+    assert store.upload_count(engine) == 4
+
+
+def test_with_a_timed_sync_a_spooled_request_is_answered_on_the_callers_thread(engine, tmp_path):
+    from edgeyard.server import spool, store
+    from edgeyard.server.writer import SpoolWriter
+
+    sp = spool.Spool(tmp_path / "spool", sync_every_s=0.05)
+    w = SpoolWriter(engine, sp, threading.Event())
+    try:
+        first, second = _requests(2)
+        assert w.submit(first).result(timeout=30).new == 1 and w.spooled == 0  # new series
+        fut = w.submit(second)
+        assert fut.done() and fut.result().new == 1 and w.spooled == 1  # no thread waited
+        assert spool.move(engine, sp.dir).windows == 1
+        assert store.upload_count(engine) == 2
+    finally:
+        w.close()
+        sp.close()
 
 
 def test_a_record_of_a_layout_this_server_does_not_read_is_kept_aside(engine, tmp_path):

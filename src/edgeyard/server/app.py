@@ -122,7 +122,7 @@ def _set_state(app: FastAPI, settings: Settings, engine: Engine) -> None:
         s.writer = DiscardWriter()
     elif settings.spool_dir and settings.append:
         root = Path(settings.spool_dir)
-        own = Spool(root)
+        own = Spool(root, sync_every_s=settings.spool_sync_s)
         mover = Mover(engine, root, limits, own=own)
         s.writer = SpoolWriter(engine, own, mover.wake, settings.bucket_s, limits=limits,
                                metrics=metrics)

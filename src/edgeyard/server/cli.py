@@ -110,6 +110,12 @@ def serve(
              "behind the answer, hundreds a transaction; reads on this host still see it at "
              "once (default: on with SQLite, off with PostgreSQL, where another host's reads "
              "see it a moment later)")] = None,
+    spool_sync_ms: Annotated[float, typer.Option(
+        help="0: a spooled upload is answered after the spool's fdatasync (a power loss loses "
+             "no answered upload); N > 0: answered once the operating system has it, with an "
+             "fdatasync every N ms: a killed or crashed server loses none, a power loss or "
+             "kernel crash up to about N ms of answered uploads (as PostgreSQL's "
+             "synchronous_commit=off)")] = 0.0,
     discard: Annotated[bool, typer.Option(
         help="decode and answer uploads but store nothing: the null endpoint benchmarks/"
              "ingest.py compares storage with", hidden=True)] = False,
@@ -144,6 +150,12 @@ def serve(
         from . import db
 
         settings.spool_dir = str(db.spool_of(engine) or data_dir / "spool")
+    if spool_sync_ms < 0 or (spool_sync_ms and not settings.spool_dir):
+        raise typer.BadParameter(
+            f"must be >= 0, and it applies to the spool only (got {spool_sync_ms:g}; the spool "
+            f"is {'on' if settings.spool_dir else 'off: --spool turns it on'})",
+            param_hint="--spool-sync-ms")
+    settings.spool_sync_s = spool_sync_ms / 1000
     if workers < 1:
         raise typer.BadParameter(f"must be 1 or more (got {workers})", param_hint="--workers")
     _log_to_stderr()

@@ -32,6 +32,9 @@ class Settings:
     discard: bool = False  # decode and answer, store nothing (the benchmark's null endpoint)
     spool_dir: str | None = None  # acknowledge spoolable uploads from a spool here (spool.py)
     spool_mover_process: bool = False  # the host's mover is a process (serve --workers N)
+    # 0: a spooled upload is answered after its fdatasync; else once written to the OS, with an
+    # fdatasync every this many seconds (spool.py: what a power loss can take)
+    spool_sync_s: float = 0.0
     freeze_heap: bool = False  # gc.freeze() once started (`edgeyard serve`'s processes; app.py)
     extra: dict[str, Any] = field(default_factory=dict)
 

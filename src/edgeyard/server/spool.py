@@ -38,6 +38,16 @@ logged, so one bad record never holds back the others.
 
 A record's payload is one request's uploads and when it arrived (`store.spooled_bytes`:
 `marshal`, as the `pending` rows the database keeps).
+
+When an answer waits (`sync_every_s`): by default for the record's `fdatasync`, so that no
+answered upload is lost even to a power loss. With `sync_every_s` > 0 (`edgeyard serve
+--spool-sync-ms`) it is answered once `write` returned, the record in the operating system's
+page cache, and a thread of the worker runs `fdatasync` every `sync_every_s` (and a segment is
+synced before the next one starts): a killed or crashed server process loses nothing (the
+kernel has the bytes, and the mover reads them from it), a power loss or a kernel crash can lose
+the uploads answered in the last `sync_every_s` or so, as PostgreSQL's
+`synchronous_commit=off` or SQLite's `synchronous=NORMAL` in WAL mode can. The append then
+costs a `write` and runs on the event loop (`writer.SpoolWriter`).
 """
 
 from __future__ import annotations
@@ -85,7 +95,8 @@ class Spool:
     """One worker's spool directory (`root/name`), owned by it while it lives."""
 
     def __init__(self, root: Path, name: str | None = None, segment_bytes: int = SEGMENT_BYTES,
-                 max_backlog: int = MAX_BACKLOG, backlog_every_s: float = 1.0) -> None:
+                 max_backlog: int = MAX_BACKLOG, backlog_every_s: float = 1.0,
+                 sync_every_s: float = 0.0) -> None:
         self.root = Path(root)
         self.dir = self.root / (name or f"{os.getpid()}-{os.urandom(3).hex()}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -100,12 +111,26 @@ class Spool:
         self._lock = threading.Lock()
         self._fd = -1
         self._size = 0
+        self._dirty = False  # written since the last fdatasync (`sync_every_s` > 0)
         self._segment = max(_segments(self.dir), default=0)
         self._rotate()
         self._backlog_checked = 0.0
+        if sync_every_s < 0:
+            raise ValueError(f"sync_every_s must be >= 0 (got {sync_every_s})")
+        self.sync_every_s = sync_every_s
+        self.sync_errors = 0
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if sync_every_s:
+            self._syncer = threading.Thread(target=self._sync_loop, daemon=True,
+                                            name="edgeyard-spool-sync")
+            self._syncer.start()
 
     def _rotate(self) -> None:
         if self._fd >= 0:
+            if self._dirty:  # a segment is durable before records follow in the next one
+                os.fdatasync(self._fd)
+                self._dirty = False
             os.close(self._fd)
         self._segment += 1
         path = self.dir / f"{self._segment:08d}.log"
@@ -114,7 +139,8 @@ class Spool:
         _fsync_dir(self.dir)  # the new file's name is durable before a record in it is
 
     def append(self, payloads: list[bytes]) -> None:
-        """Write the records and return once they are on disk (`fdatasync`)."""
+        """Write the records and return once they are on disk (`fdatasync`), or, with
+        `sync_every_s`, once the operating system has them (the module's docstring)."""
         buf = b"".join(HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
         with self._lock:
             if self._size >= self.segment_bytes or self._fd < 0:
@@ -124,7 +150,10 @@ class Spool:
                 while view:
                     n = os.write(self._fd, view)
                     view = view[n:]
-                os.fdatasync(self._fd)
+                if self.sync_every_s:
+                    self._dirty = True
+                else:
+                    os.fdatasync(self._fd)
             except OSError:
                 # a full disk part way through: cut the records back off (never acknowledged),
                 # and write the next ones to a new segment, so that no later record follows a
@@ -133,9 +162,29 @@ class Spool:
                     os.ftruncate(self._fd, self._size)
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
-                self._fd = -1
+                self._fd, self._dirty = -1, False
                 raise
             self._size += len(buf)
+
+    def sync(self) -> None:
+        """`fdatasync` what was written since the last one (`sync_every_s`). The lock is held
+        only to take a duplicate of the descriptor: an append never waits for the disk."""
+        with self._lock:
+            if not self._dirty or self._fd < 0:
+                return
+            fd, self._dirty = os.dup(self._fd), False
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:  # the kernel may have dropped the pages: say so, loudly
+            self.sync_errors += 1
+            log.error("spool %s: fdatasync failed (%s): uploads answered in the last %.3f s "
+                      "may not survive a power loss", self.dir, exc, self.sync_every_s)
+        finally:
+            os.close(fd)
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.sync_every_s):
+            self.sync()
 
     def check_backlog(self) -> None:
         """`SpoolFull` when more than `max_backlog` bytes wait to be moved (looked at every
@@ -151,6 +200,10 @@ class Spool:
                             f"(more than {self.max_backlog:,})")
 
     def close(self) -> None:
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join(timeout=30)
+        self.sync()
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
