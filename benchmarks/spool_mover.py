@@ -1,0 +1,111 @@
+"""CPU the spool's mover spends per window it stores, with the interpreter's default garbage
+collector and with the mover process's settings (`server.spool.tune_gc`).
+
+Method
+- Windows: the ingestion benchmark's 20-signal collector windows (`benchmarks/ingest.py`:
+  synthetic, seeded; 64 bodies, each window with its own upload id), decoded by the server's
+  decoder and appended to one spool directory as the workers append them, one record per
+  request (`--windows`, 15,000 by default), before anything is timed.
+- Timed: `spool.drain` of that directory into a fresh SQLite database (WAL, synchronous=FULL),
+  512 windows a transaction, as the mover process stores a backlog: CPU time of the process
+  (`time.process_time`) per window, and wall time. Each measurement runs in a fresh process
+  (the collector's settings are process-wide); the two settings alternate, `--repeats` times
+  each (5); reported: each one's median, and the median of the paired ratios.
+- The machine: 2 shared cores; nothing else runs beside it.
+
+    python benchmarks/spool_mover.py [--windows 15000] [--repeats 5]
+
+Writes benchmarks/results/spool_mover.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def once(windows: int, tuned: bool) -> dict[str, float]:
+    """One measurement, in this process."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ingest
+
+    from edgeyard.server import db, fastdecode, spool
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgeyard-mover-"))
+    engine = db.make_engine(f"sqlite:///{tmp / 'edgeyard.db'}")
+    db.migrate(engine)
+    rng = np.random.default_rng(0)
+    bodies = [ingest.otlp.join([ingest.window(rng, time.time_ns())]) for _ in range(64)]
+    sp = spool.Spool(tmp / "spool", "worker", sync_every_s=3600)
+    now = time.time()
+    for i in range(windows):
+        decoded = fastdecode.read(bodies[i % 64], "application/x-protobuf", None, 2**24, None)
+        for u in decoded.uploads:
+            u.upload_id = uuid.uuid4().hex
+        sp.append([spool.encode(now, 300, decoded.uploads)])
+    sp.close()
+    if tuned:
+        spool.tune_gc()
+    c0, t0 = time.process_time(), time.perf_counter()
+    moved = spool.drain(engine, tmp / "spool")
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    if moved.windows != windows:
+        raise RuntimeError(f"moved {moved.windows} windows of {windows}")
+    engine.dispose()
+    return {"cpu_us": cpu / windows * 1e6, "wall_us": wall / windows * 1e6}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=15_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--once", choices=["default", "tuned"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    if args.once:
+        print(json.dumps(once(args.windows, args.once == "tuned")))
+        return 0
+    runs: dict[str, list[dict[str, float]]] = {"default": [], "tuned": []}
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+        for mode in runs:
+            out = subprocess.run([sys.executable, __file__, "--once", mode, "--windows",
+                                  str(args.windows)], check=True, capture_output=True, text=True)
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(mode, runs[mode][-1], flush=True)
+    ratios = [t["cpu_us"] / d["cpu_us"] for d, t in zip(runs["default"], runs["tuned"],
+                                                           strict=True)]
+    res = {"windows": args.windows, "repeats": args.repeats, "runs": runs,
+           "median_cpu_us": {m: statistics.median(r["cpu_us"] for r in rs)
+                             for m, rs in runs.items()},
+           "median_wall_us": {m: statistics.median(r["wall_us"] for r in rs)
+                              for m, rs in runs.items()},
+           "median_ratio": statistics.median(ratios), "seconds": time.perf_counter() - t0}
+    md = (f"{args.windows:,} windows moved per run, {args.repeats} runs per setting, "
+          f"alternating.\n\n| garbage collector | CPU µs per window (median) | wall µs per window "
+          f"(median) | each run's CPU µs |\n|---|---|---|---|\n" + "".join(
+              f"| {label} | {res['median_cpu_us'][m]:.0f} | {res['median_wall_us'][m]:.0f} | "
+              f"{', '.join(str(round(r['cpu_us'])) for r in runs[m])} |\n"
+              for m, label in (("default", "the interpreter's default"),
+                               ("tuned", "the mover's (`spool.tune_gc`)")))
+          + f"\nMedian of the paired ratios tuned / default: {res['median_ratio']:.2f}.\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "spool_mover.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / "spool_mover.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
