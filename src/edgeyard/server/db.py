@@ -4,7 +4,9 @@ SQLite (a file under the data directory: zero set-up) and PostgreSQL (production
 code and the same migrations. What an acknowledged upload needs to survive a crash:
 SQLite in WAL mode with `synchronous=FULL` (every commit fsyncs the log), PostgreSQL with its
 default `synchronous_commit=on`; an upload answered from a spool is in its worker's spool file,
-fdatasynced, until the mover has committed it (`spool.py`).
+fdatasynced, until the mover has committed it (`spool.py`; with `edgeyard serve
+--spool-sync-ms N`, written to the operating system and fdatasynced within N ms: a crash of the
+server loses none, a power loss the last N ms or so).
 
 Tables
 - releases: a registered release's manifest and build-time reference window.
