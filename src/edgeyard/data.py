@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -103,9 +104,23 @@ def save_arrays(path: str | os.PathLike[str], arrays: Sequence[np.ndarray], pref
 
 
 def load_arrays(path: str | os.PathLike[str], prefix: str = "a") -> Arrays:
-    with np.load(path) as z:
-        n = sum(1 for k in z.files if k.startswith(prefix) and k[len(prefix):].isdigit())
-        return tuple(z[f"{prefix}{i}"] for i in range(n))
+    z = read_npz(path)
+    n = sum(1 for k in z if k.startswith(prefix) and k[len(prefix):].isdigit())
+    return tuple(z[f"{prefix}{i}"] for i in range(n))
+
+
+_NPZ_LOCK = threading.Lock()
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read under one lock per process. numpy parses each
+    member's header with `ast.literal_eval`, and CPython 3.11 can fail two threads that build
+    syntax trees at once with "SystemError: AST constructor recursion depth mismatch"
+    (python/cpython#106905). A device's runtimes load their releases' golden data in threads
+    of their own: one of 50 device threads refused a release for it in the fleet test
+    (tests/server/test_rollouts.py)."""
+    with _NPZ_LOCK, np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def count(arrays: Arrays) -> int:

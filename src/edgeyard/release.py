@@ -115,11 +115,12 @@ class Release:
 
     def golden(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Golden inputs and the source model's outputs on them."""
+        from .data import read_npz
+
         g = self.manifest["golden"]
-        with np.load(self.path / g["path"]) as z:
-            ins = [z[f"input_{i}"] for i in range(g["inputs"])]
-            outs = [z[f"output_{i}"] for i in range(g["outputs"])]
-        return ins, outs
+        z = read_npz(self.path / g["path"])
+        return ([z[f"input_{i}"] for i in range(g["inputs"])],
+                [z[f"output_{i}"] for i in range(g["outputs"])])
 
     def reference(self) -> Any:
         """The build-time reference window (projections over the held-out data), or None for
@@ -137,8 +138,9 @@ class Release:
         pred = self.manifest["evaluation"].get("predictions")
         if not pred:
             return {}
-        with np.load(self.path / pred["path"]) as z:
-            return {k: z[k] for k in z.files}
+        from .data import read_npz
+
+        return read_npz(self.path / pred["path"])
 
     def verify_files(self) -> list[str]:
         """Problems found by re-hashing every file the manifest names (empty when all match)."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._hashing import sha256_file
-from ..data import as_arrays, check_arrays, run_batched
+from ..data import as_arrays, check_arrays, read_npz, run_batched
 from ..engines.base import Engine, TensorSpec
 from ..engines.registry import load_engine
 from ..errors import EdgeyardError, ManifestError
@@ -388,9 +388,9 @@ class _Trust:
 
 def _golden(root: Path, manifest: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     g = manifest["golden"]
-    with np.load(root / g["path"]) as z:
-        return ([z[f"input_{i}"] for i in range(g["inputs"])],
-                [z[f"output_{i}"] for i in range(g["outputs"])])
+    z = read_npz(root / g["path"])
+    return ([z[f"input_{i}"] for i in range(g["inputs"])],
+            [z[f"output_{i}"] for i in range(g["outputs"])])
 
 
 def _load(slot: _Slot, root: Path, manifest: dict[str, Any], threads: int,
