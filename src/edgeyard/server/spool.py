@@ -97,6 +97,8 @@ class Spool:
     def __init__(self, root: Path, name: str | None = None, segment_bytes: int = SEGMENT_BYTES,
                  max_backlog: int = MAX_BACKLOG, backlog_every_s: float = 1.0,
                  sync_every_s: float = 0.0) -> None:
+        if sync_every_s < 0:
+            raise ValueError(f"sync_every_s must be >= 0 (got {sync_every_s})")
         self.root = Path(root)
         self.dir = self.root / (name or f"{os.getpid()}-{os.urandom(3).hex()}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +117,7 @@ class Spool:
         self._segment = max(_segments(self.dir), default=0)
         self._rotate()
         self._backlog_checked = 0.0
-        if sync_every_s < 0:
-            raise ValueError(f"sync_every_s must be >= 0 (got {sync_every_s})")
         self.sync_every_s = sync_every_s
-        self.sync_errors = 0
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if sync_every_s:
@@ -176,7 +175,6 @@ class Spool:
         try:
             os.fdatasync(fd)
         except OSError as exc:  # the kernel may have dropped the pages: say so, loudly
-            self.sync_errors += 1
             log.error("spool %s: fdatasync failed (%s): uploads answered in the last %.3f s "
                       "may not survive a power loss", self.dir, exc, self.sync_every_s)
         finally:
