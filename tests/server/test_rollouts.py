@@ -532,3 +532,67 @@ def test_a_release_the_app_failed_to_load_is_loaded_again_at_the_next_poll(
     assert updater.poll_once() == "loaded 1.1" and deployment.release == "1.1"
     assert updater.poll_once() == "unchanged" and deployment.predict(x) is not None
     deployment.close()
+
+
+def failing_loads(monkeypatch, times: int | None, version: str = "1.1"):
+    """Runtime.from_release raises MemoryError for releases of `version`, `times` times (None:
+    always) and then loads for real; returns the list of the failures it raised."""
+    from edgeyard.release import read_manifest
+    from edgeyard.runtime.runtime import Runtime
+
+    real = Runtime.from_release.__func__
+    raised: list[str] = []
+
+    def from_release(cls, directory, *args, **kwargs):
+        if str(read_manifest(directory)["model"]["version"]) == version and \
+                (times is None or len(raised) < times):
+            raised.append(str(directory))
+            raise MemoryError("injected: the app took the memory")
+        return real(cls, directory, *args, **kwargs)
+
+    monkeypatch.setattr(Runtime, "from_release", classmethod(from_release))
+    return raised
+
+
+def test_a_release_that_fails_to_load_once_is_installed_at_the_next_poll(
+        serve, releases, tmp_path, monkeypatch):
+    """A load that fails for a passing cause does not refuse the release for good: the verified
+    files stay staged and the next poll loads them (CI saw a fleet device refuse a healthy 1.1
+    for good after one failed load)."""
+    _, c, u = device_with_1_0_stable(serve, releases, tmp_path)
+    assert u.poll_once() == "installed 1.0"
+    raised = failing_loads(monkeypatch, times=1)
+    start_rollout(c, "1.1", steps=[100])
+    got = u.poll_once()
+    assert got.startswith("deferred 1.1: it does not load: MemoryError") and \
+        got.endswith("(attempt 1 of 3)"), got
+    assert len(raised) == 1 and u.serving_release() == "1.0" and u.refused() == {}
+    staged = Path(raised[0])
+    assert (staged / "release.json").is_file() and (staged / "release.json.sig").is_file()
+    assert u.poll_once() == "installed 1.1" and u.serving_release() == "1.1"
+    assert not staged.exists() and u.refused() == {} and not u._state().get("attempts")
+
+
+def test_a_release_that_never_loads_is_refused_after_its_attempts_even_across_restarts(
+        serve, releases, tmp_path, monkeypatch):
+    from edgeyard.runtime.updater import UpdateError, Updater
+
+    server, c, u = device_with_1_0_stable(serve, releases, tmp_path)
+    assert u.poll_once() == "installed 1.0"
+    raised = failing_loads(monkeypatch, times=None)
+    start_rollout(c, "1.1", steps=[100])
+    assert u.poll_once().endswith("(attempt 1 of 3)")
+    assert u.poll_once().endswith("(attempt 2 of 3)")
+    # the app restarts: the count is on disk
+    again = Updater(tmp_path / "dev", server.url, "digits", "host", "d1",
+                    api_key=server.key("ingest"), public_key=u.public_key, threads=1)
+    got = again.poll_once()
+    assert got == "refused 1.1: it does not load: MemoryError: injected: the app took the " \
+                  "memory (3 attempts)", got
+    assert len(raised) == 3 and again.serving_release() == "1.0"
+    assert again.poll_once().startswith("refused 1.1") and len(raised) == 3  # not loaded again
+    assert [k.split("@")[0] for k in again.refused()] == ["1.1"]
+    assert not list((tmp_path / "dev").glob("staging-*")) and not again._state()["attempts"]
+    with pytest.raises(UpdateError, match="load_attempts must be an integer >= 1"):
+        Updater(tmp_path / "dev2", server.url, "digits", "host", "d1", public_key=u.public_key,
+                load_attempts=0)

@@ -19,8 +19,12 @@ under a new version is refused), every file it lists has the size and sha256 the
 records, and `Runtime.from_release` loads it
 with its primary engine passing the self-test on the golden inputs. Then `current` is swapped
 with one `rename` (atomic on POSIX); `previous` keeps what served before. A release that fails
-any check is recorded in `state.json` and not fetched again while the server keeps assigning it;
-the device keeps serving what it has, and so it does when the server cannot be reached.
+a check of what was served (signature, manifest, size, sha256) is recorded in `state.json` at
+once and not fetched again while the server keeps assigning it. One that verifies but does not
+load or fails its self-test here may have met a passing cause (memory pressure, a busy
+accelerator, an interpreter race): its verified files stay staged and the next polls try it again,
+`load_attempts` times in all, before it is refused the same way. The device keeps serving what it
+has meanwhile, and so it does when the server cannot be reached.
 
 `Deployment.predict` reverts to `previous` on its own, with no network, when the new release's
 engines all fail (`AllEnginesFailed` `revert_after` times in a row) after a swap. Telemetry is
@@ -62,6 +66,11 @@ class UpdateError(EdgeyardError):
     """A release could not be taken (download, verification or self-test failed)."""
 
 
+class Unhealthy(UpdateError):
+    """A release that verified but does not load or fails its self-test on this device: tried
+    again at later polls (`Updater.load_attempts` in all) before it is refused."""
+
+
 class Interrupted(UpdateError):
     """A download that did not finish (network, server): it resumes on the next poll; the
     release is not refused for it."""
@@ -83,10 +92,14 @@ class Updater:
                  device_id: str, *, api_key: str | None = None, public_key: Any = None,
                  allow_unsigned: bool = False, poll_s: float = 300.0, timeout_s: float = 30.0,
                  backoff_max_s: float = 3600.0, threads: int | None = None,
+                 load_attempts: int = 3,
                  on_swap: Callable[[Path], None] | None = None) -> None:
         if public_key is None and not allow_unsigned:
             raise UpdateError("an updater needs the release public key (public_key=...) to "
                               "verify what it installs; allow_unsigned=True only for tests")
+        if not isinstance(load_attempts, int) or load_attempts < 1:
+            raise UpdateError(f"load_attempts must be an integer >= 1 (got {load_attempts!r}): "
+                              f"how many polls may try a release that does not load here")
         self.root = Path(root)
         (self.root / "releases").mkdir(parents=True, exist_ok=True)
         self.server = server.rstrip("/")
@@ -94,6 +107,7 @@ class Updater:
         self.api_key, self.public_key, self.allow_unsigned = api_key, public_key, allow_unsigned
         self.poll_s, self.timeout_s, self.backoff_max_s = poll_s, timeout_s, backoff_max_s
         self.threads = threads
+        self.load_attempts = load_attempts
         self.on_swap = on_swap
         self._unnotified: Path | None = None  # swapped to, but on_swap raised (see _notify)
         self.stats: dict[str, Any] = {"polls": 0, "installs": 0, "refused": 0, "offline": 0,
@@ -185,8 +199,9 @@ class Updater:
 
     def poll_once(self) -> str:
         """One poll: "unchanged", "installed <version>", "refused <version>: why",
-        "interrupted <version>: why" (resumes next poll), "loaded <version>" (installed before,
-        its load by the app failed and now worked), "none"."""
+        "interrupted <version>: why" (resumes next poll), "deferred <version>: why (attempt n of
+        N)" (verified, but it did not load or self-test here: tried again next poll), "loaded
+        <version>" (installed before, its load by the app failed and now worked), "none"."""
         self.stats["polls"] += 1
         try:
             a = self.assignment()
@@ -215,21 +230,48 @@ class Updater:
         except Interrupted as exc:
             self.stats["last_error"] = str(exc)
             return f"interrupted {a.release}: {exc}"
+        except Unhealthy as exc:
+            n = self._attempted(key)
+            if n < self.load_attempts:  # the staged files stay: the next poll loads them again
+                self.stats["last_error"] = str(exc)
+                return f"deferred {a.release}: {exc} (attempt {n} of {self.load_attempts})"
+            self._refuse(key, f"{exc} ({n} attempts)", a)
+            return f"refused {a.release}: {exc} ({n} attempts)"
         except UpdateError as exc:
-            self._refuse(key, str(exc))
+            self._refuse(key, str(exc), a)
             return f"refused {a.release}: {exc}"
         final = self.root / "releases" / _dirname(a.release, a.manifest_sha256)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
+        self._forget_attempts(key)
         self._swap(final)
         self.stats["installs"] += 1
         return f"installed {a.release}"
 
-    def _refuse(self, key: str, why: str) -> None:
+    def _attempted(self, key: str) -> int:
+        """Count one more failed load of `key` in `state.json` (it survives a restart of the
+        app); how many there have been."""
+        state = self._state()
+        attempts = state.setdefault("attempts", {})
+        attempts[key] = int(attempts.get(key, 0)) + 1
+        self._save_state(state)
+        return int(attempts[key])
+
+    def _forget_attempts(self, key: str) -> None:
+        state = self._state()
+        if key in state.get("attempts", {}):
+            del state["attempts"][key]
+            self._save_state(state)
+
+    def _refuse(self, key: str, why: str, a: Assignment | None = None) -> None:
         state = self._state()
         state.setdefault("failed", {})[key] = why
+        state.get("attempts", {}).pop(key, None)
         self._save_state(state)
         self.stats["refused"] += 1
+        if a is not None:  # not fetched again: its staged files go
+            shutil.rmtree(self.root / f"staging-{_dirname(a.release, a.manifest_sha256)}",
+                          ignore_errors=True)
 
     # --- download and checks ------------------------------------------------------------------
 
@@ -327,19 +369,20 @@ class Updater:
         return manifest
 
     def _check(self, staged: Path, a: Assignment) -> None:
-        """The release loads here and its primary engine passes the self-test."""
+        """The release loads here and its primary engine passes the self-test (Unhealthy when
+        not)."""
         from .runtime import Runtime
 
         try:
             rt = Runtime.from_release(staged, self.profile, self.public_key,
                                       allow_unsigned=self.allow_unsigned, threads=self.threads)
         except Exception as exc:
-            raise UpdateError(f"it does not load: {type(exc).__name__}: {exc}") from None
+            raise Unhealthy(f"it does not load: {type(exc).__name__}: {exc}") from None
         try:
             engines = rt.status()["engines"]
             if not engines or engines[0]["state"] != "healthy":
                 why = engines[0].get("reason") if engines else "no engine"
-                raise UpdateError(f"its primary engine failed the self-test: {why}")
+                raise Unhealthy(f"its primary engine failed the self-test: {why}")
         finally:
             rt.close()
 
