@@ -33,27 +33,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def once(windows: int, tuned: bool) -> dict[str, float]:
-    """One measurement, in this process."""
+def records(windows: int) -> list[bytes]:
+    """Spool records of `windows` of the ingestion benchmark's windows (one a request), as a
+    worker appends them: decoded by the server's decoder, each with its own upload id."""
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import ingest
 
-    from edgeyard.server import db, fastdecode, spool
+    from edgeyard.server import fastdecode, spool
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgeyard-mover-"))
-    engine = db.make_engine(f"sqlite:///{tmp / 'edgeyard.db'}")
-    db.migrate(engine)
     rng = np.random.default_rng(0)
     bodies = [ingest.otlp.join([ingest.window(rng, time.time_ns())]) for _ in range(64)]
-    sp = spool.Spool(tmp / "spool", "worker", sync_every_s=3600)
     now = time.time()
+    out = []
     for i in range(windows):
         decoded = fastdecode.read(bodies[i % 64], "application/x-protobuf", None, 2**24, None)
         for u in decoded.uploads:
             u.upload_id = uuid.uuid4().hex
-        sp.append([spool.encode(now, 300, decoded.uploads)])
+        out.append(spool.encode(now, 300, decoded.uploads))
+    return out
+
+
+def once(windows: int, tuned: bool) -> dict[str, float]:
+    """One measurement, in this process."""
+    from edgeyard.server import db, spool
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgeyard-mover-"))
+    engine = db.make_engine(f"sqlite:///{tmp / 'edgeyard.db'}")
+    db.migrate(engine)
+    sp = spool.Spool(tmp / "spool", "worker", sync_every_s=3600)
+    for rec in records(windows):
+        sp.append([rec])
     sp.close()
     if tuned:
         spool.tune_gc()
@@ -100,11 +111,16 @@ def main() -> int:
               for m, label in (("default", "the interpreter's default"),
                                ("tuned", "the mover's (`spool.tune_gc`)")))
           + f"\nMedian of the paired ratios tuned / default: {res['median_ratio']:.2f}.\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "spool_mover.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / "spool_mover.md").write_text(md)
-    print(md)
+    save(args.out, "spool_mover", res, md)
     return 0
+
+
+def save(out: Path, name: str, res: dict, md: str) -> None:
+    """`name`.json and `name`.md under `out`, and the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":
