@@ -304,3 +304,30 @@ def test_random_byte_mutations_of_real_bodies():
                 b[at:at] = rng.integers(0, 256, int(rng.integers(1, 5))).astype(np.uint8).tobytes()
         taken += same(bytes(b)) is not None
     assert 0 < taken < 3000  # some mutations stay valid, most are left to the general path
+
+
+@native
+@pytest.mark.parametrize("order", [["1", 1, True, 1.0, 2.5], [2.5, 1.0, True, 1, "1"]],
+                         ids=["text-first", "double-first"])
+def test_attribute_values_that_compare_equal_make_their_own_series_in_any_order(order):
+    """1, 1.0 and True are equal as dictionary keys (and so are tuples holding them), but each
+    makes its own series name. Both decoders keep what a point's name and attributes come to
+    between requests, and their caches once gave True's point the name that 1 had made before
+    it. Each value's series is the same whatever came before it, through both decoders."""
+    want = {(str, "1"): ("signal.x{engine=1}", '{"engine":"1"}'),  # keyed by type too
+            (int, 1): ("signal.x{engine=1}", '{"engine":1}'),
+            (bool, True): ("signal.x{engine=True}", '{"engine":true}'),
+            (float, 1.0): ("signal.x{engine=1.0}", '{"engine":1.0}'),
+            (float, 2.5): ("signal.x{engine=2.5}", '{"engine":2.5}')}
+    for value in order:
+        point_attrs = {"engine": value}
+        body = request(resource_metrics([
+            sum_metric("edgeyard.calls", [sum_point(3, time=NOW, point_attrs=point_attrs)]),
+            exp_metric("edgeyard.signal.x", [exp_point([1.0, 2.0], time=NOW,
+                                                       point_attrs=point_attrs)])],
+            model="m")).SerializeToString()
+        got = same(body)
+        assert got is not None, value  # the fast path takes them
+        (up,) = got.uploads
+        assert (list(up.sketches), [c[1] for c in up.counters]) == \
+            ([want[type(value), value][0]], [want[type(value), value][1]]), value

@@ -258,8 +258,18 @@ def _canon(attrs: dict[str, Any]) -> str:
     return json.dumps(attrs, sort_keys=True, separators=(",", ":"), default=str)
 
 
-@functools.lru_cache(maxsize=8192)  # counters repeat their few attribute sets in every upload
 def _canon_of(items: tuple[tuple[str, Any], ...]) -> str:
+    return _canon_typed(items, _types(items))
+
+
+def _types(items: tuple[tuple[str, Any], ...]) -> tuple[type, ...]:
+    """The types of the values: part of a cache's key, since 1, 1.0 and True are equal (and
+    so are tuples of them) but make different names."""
+    return tuple(type(v) for _, v in items)
+
+
+@functools.lru_cache(maxsize=8192)  # counters repeat their few attribute sets in every upload
+def _canon_typed(items: tuple[tuple[str, Any], ...], _: tuple[type, ...]) -> str:
     return _canon(dict(items))
 
 
@@ -399,9 +409,14 @@ def _signal(name: str, attrs: dict[str, Any]) -> str:
     return base
 
 
-@functools.lru_cache(maxsize=8192)  # the same few signals arrive in every upload
 def _histogram_signal(name: str, attrs: tuple[tuple[str, Any], ...]) -> str | None:
     """The signal a histogram metric's point goes to, None when it cannot be stored."""
+    return _histogram_signal_typed(name, attrs, _types(attrs))
+
+
+@functools.lru_cache(maxsize=8192)  # the same few signals arrive in every upload
+def _histogram_signal_typed(name: str, attrs: tuple[tuple[str, Any], ...], _: tuple[type, ...]
+                            ) -> str | None:
     signal = _signal(name, dict(attrs))
     if len(signal) > MAX_SIGNAL or not text_ok(signal):
         return None
