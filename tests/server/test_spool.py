@@ -493,3 +493,25 @@ def test_the_mover_waits_after_a_pass_short_of_a_transaction_and_not_after_a_ful
     mover._loop(stop)  # type: ignore[arg-type]
     assert stop.waits == [0.25, 0.25]  # after the 3 windows and after the 1: not the full pass
     assert woken == [0.25]  # the empty pass waits for the writer
+
+
+@pytest.mark.parametrize("read_bytes", [64, 4000, 1 << 20], ids=["each-larger", "cut", "whole"])
+def test_records_are_read_whole_whatever_the_read_size(engine, tmp_path, monkeypatch,
+                                                       read_bytes):
+    """A read of a segment stops at what it holds (READ_BYTES at most): records larger than a
+    read are read whole, a record cut by a read's end is read again from its start with the
+    next, and what a live owner appends after a move is moved by the next one."""
+    from edgeyard.server import spool, store
+
+    monkeypatch.setattr(spool, "READ_BYTES", read_bytes)
+    requests = _requests(7)
+    sizes = [len(spool.encode(time.time(), 300, r)) for r in requests]
+    assert min(sizes) > 64 and max(sizes) < 4000 < sum(sizes)  # the three cases are real
+    sp = spool.Spool(tmp_path / "spool")
+    sp.append([spool.encode(time.time(), 300, r) for r in requests[:4]])
+    assert spool.move(engine, sp.dir).windows == 4
+    sp.append([spool.encode(time.time(), 300, r) for r in requests[4:]])
+    assert spool.move(engine, sp.dir).windows == 3
+    assert spool.move(engine, sp.dir).windows == 0
+    assert store.upload_count(engine) == 7
+    sp.close()

@@ -80,7 +80,7 @@ HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
 SEGMENT_BYTES = 64 * 2**20  # a worker starts a new segment past this size
 MAX_BACKLOG = 512 * 2**20  # unmoved bytes in a worker's spool past which uploads get 503
 MOVE_WINDOWS = 512  # windows per move transaction
-READ_BYTES = 16 * 2**20  # bytes read from a segment at a time
+READ_BYTES = 4 * 2**20  # bytes read from a segment at a time (a transaction's 512 windows: ~3 MB)
 MAX_RECORD = 256 * 2**20  # no record is longer (a request's body is at most --max-body-mb)
 # the mover's wait after a pass short of a full transaction: at 1,500 uploads/s, 100 ms lets
 # about 150 windows gather for the next one, and a transaction's fixed costs (commits, the
@@ -324,8 +324,12 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
         tail = 0
         while True:
             with open(path, "rb") as f:
+                # what the segment holds past `off`, up to READ_BYTES: a read asked for more
+                # than the file holds cost four times as much (a buffer of the size asked for)
+                want = min(READ_BYTES, max(0, os.fstat(f.fileno()).st_size - off))
                 f.seek(off)
-                data = f.read(READ_BYTES)
+                data = f.read(want)
+            at_end = want < READ_BYTES or len(data) < want  # all there was, for now
             pos = 0
             while pos + HEADER.size <= len(data):
                 n, crc = HEADER.unpack_from(data, pos)
@@ -333,13 +337,14 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                 if n > MAX_RECORD:  # a length no append writes: the header is corrupt
                     return out, _corrupt(path, s, off + pos)
                 if end > len(data):
-                    if pos or len(data) < READ_BYTES:
+                    if pos or at_end:
                         break
                     with open(path, "rb") as f:  # one record larger than a read
                         f.seek(off)
                         data = f.read(HEADER.size + n)
                     if len(data) < end:
                         break
+                    at_end = False
                 payload = data[pos + HEADER.size:end]
                 if zlib.crc32(payload) != crc:
                     return out, _corrupt(path, s, off + pos)
@@ -355,7 +360,7 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                     return out, (s, off + pos)
             off += pos
             tail = len(data) - pos
-            if not pos or len(data) < READ_BYTES:
+            if not pos or at_end:
                 break
         if i == len(segments) - 1 and not orphan:
             return out, (s, off)
