@@ -259,13 +259,13 @@ def _canon(attrs: dict[str, Any]) -> str:
 
 
 def _canon_of(items: tuple[tuple[str, Any], ...]) -> str:
-    return _canon_typed(items, _types(items))
+    return _canon_typed(items, _types(items) if items else ())
 
 
 def _types(items: tuple[tuple[str, Any], ...]) -> tuple[type, ...]:
     """The types of the values: part of a cache's key, since 1, 1.0 and True are equal (and
     so are tuples of them) but make different names."""
-    return tuple(type(v) for _, v in items)
+    return tuple([type(v) for _, v in items])
 
 
 @functools.lru_cache(maxsize=8192)  # counters repeat their few attribute sets in every upload
@@ -411,7 +411,7 @@ def _signal(name: str, attrs: dict[str, Any]) -> str:
 
 def _histogram_signal(name: str, attrs: tuple[tuple[str, Any], ...]) -> str | None:
     """The signal a histogram metric's point goes to, None when it cannot be stored."""
-    return _histogram_signal_typed(name, attrs, _types(attrs))
+    return _histogram_signal_typed(name, attrs, _types(attrs) if attrs else ())
 
 
 @functools.lru_cache(maxsize=8192)  # the same few signals arrive in every upload
