@@ -1,5 +1,7 @@
-"""CPU the spool's mover spends per window it stores, with the interpreter's default garbage
-collector and with the mover process's settings (`server.spool.tune_gc`).
+"""CPU the spool's mover spends per window it stores: as the mover process stores them (its
+garbage collector's settings, `server.spool.tune_gc`, and the move's fast lane,
+`server/fastmove.py`), with the interpreter's default collector instead, and with every batch
+stored through the general path (`store.ingest_requests`) instead of the fast lane.
 
 Method
 - Windows: the ingestion benchmark's 20-signal collector windows (`benchmarks/ingest.py`:
@@ -9,8 +11,9 @@ Method
 - Timed: `spool.drain` of that directory into a fresh SQLite database (WAL, synchronous=FULL),
   512 windows a transaction, as the mover process stores a backlog: CPU time of the process
   (`time.process_time`) per window, and wall time. Each measurement runs in a fresh process
-  (the collector's settings are process-wide); the two settings alternate, `--repeats` times
-  each (5); reported: each one's median, and the median of the paired ratios.
+  (the collector's settings are process-wide); the three settings alternate, `--repeats` times
+  each (5); reported: each one's median, and the medians of the paired ratios against the
+  mover's.
 - The machine: 2 shared cores; nothing else runs beside it.
 
     python benchmarks/spool_mover.py [--windows 15000] [--repeats 5]
@@ -31,6 +34,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MODES = ("tuned", "default", "general")
 
 
 def records(windows: int) -> list[bytes]:
@@ -55,9 +59,12 @@ def records(windows: int) -> list[bytes]:
     return out
 
 
-def once(windows: int, tuned: bool) -> dict[str, float]:
+def once(windows: int, tuned: bool, fast: bool = True) -> dict[str, float]:
     """One measurement, in this process."""
     from edgeyard.server import db, spool
+
+    if not fast:  # every batch through the general path
+        spool.fastmove.append = lambda *args, **kwargs: False
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeyard-mover-"))
     engine = db.make_engine(f"sqlite:///{tmp / 'edgeyard.db'}")
@@ -81,13 +88,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=15_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--once", choices=["default", "tuned"], help=argparse.SUPPRESS)
+    ap.add_argument("--once", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     if args.once:
-        print(json.dumps(once(args.windows, args.once == "tuned")))
+        print(json.dumps(once(args.windows, args.once != "default", args.once != "general")))
         return 0
-    runs: dict[str, list[dict[str, float]]] = {"default": [], "tuned": []}
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     t0 = time.perf_counter()
     for _ in range(args.repeats):
         for mode in runs:
@@ -95,22 +102,28 @@ def main() -> int:
                                   str(args.windows)], check=True, capture_output=True, text=True)
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(mode, runs[mode][-1], flush=True)
-    ratios = [t["cpu_us"] / d["cpu_us"] for d, t in zip(runs["default"], runs["tuned"],
-                                                           strict=True)]
+    ratios = {m: statistics.median(t["cpu_us"] / o["cpu_us"] for o, t in zip(
+        runs[m], runs["tuned"], strict=True)) for m in ("default", "general")}
     res = {"windows": args.windows, "repeats": args.repeats, "runs": runs,
            "median_cpu_us": {m: statistics.median(r["cpu_us"] for r in rs)
                              for m, rs in runs.items()},
            "median_wall_us": {m: statistics.median(r["wall_us"] for r in rs)
                               for m, rs in runs.items()},
-           "median_ratio": statistics.median(ratios), "seconds": time.perf_counter() - t0}
+           "median_ratio": ratios, "seconds": time.perf_counter() - t0}
     md = (f"{args.windows:,} windows moved per run, {args.repeats} runs per setting, "
-          f"alternating.\n\n| garbage collector | CPU µs per window (median) | wall µs per window "
-          f"(median) | each run's CPU µs |\n|---|---|---|---|\n" + "".join(
+          f"alternating.\n\n| the mover | CPU µs per window (median) | wall µs per window "
+          f"(median) | each run's CPU µs | paired ratio: the mover's / this |\n"
+          f"|---|---|---|---|---|\n" + "".join(
               f"| {label} | {res['median_cpu_us'][m]:.0f} | {res['median_wall_us'][m]:.0f} | "
-              f"{', '.join(str(round(r['cpu_us'])) for r in runs[m])} |\n"
-              for m, label in (("default", "the interpreter's default"),
-                               ("tuned", "the mover's (`spool.tune_gc`)")))
-          + f"\nMedian of the paired ratios tuned / default: {res['median_ratio']:.2f}.\n")
+              f"{', '.join(str(round(r['cpu_us'])) for r in runs[m])} | "
+              f"{ratios[m]:.2f} |\n" if m in ratios else
+              f"| {label} | {res['median_cpu_us'][m]:.0f} | {res['median_wall_us'][m]:.0f} | "
+              f"{', '.join(str(round(r['cpu_us'])) for r in runs[m])} | 1 |\n"
+              for m, label in (("tuned", "the mover process's (`spool.tune_gc`, the fast lane "
+                                         "`fastmove.py`)"),
+                               ("default", "the interpreter's default garbage collector"),
+                               ("general", "every batch through the general path "
+                                           "(`store.ingest_requests`)"))))
     save(args.out, "spool_mover", res, md)
     return 0
 

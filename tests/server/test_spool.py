@@ -133,7 +133,15 @@ def test_a_request_the_database_refuses_alone_is_kept_aside_and_the_others_store
             raise ValueError("this request cannot be stored")
         return real(engine_, reqs, *args, **kwargs)
 
+    real_fast = spool.fastmove.append
+
+    def refusing_fast(engine_, reqs, *args, **kwargs):  # the move's fast lane, likewise
+        if any(row[0] == bad for _, rows in reqs for row in rows):
+            raise ValueError("this request cannot be stored")
+        return real_fast(engine_, reqs, *args, **kwargs)
+
     monkeypatch.setattr(spool.store, "ingest_requests", refusing)
+    monkeypatch.setattr(spool.fastmove, "append", refusing_fast)
     sp = spool.Spool(tmp_path / "spool")
     sp.append([spool.encode(time.time(), 300, r) for r in requests])
     got = spool.move(engine, sp.dir)

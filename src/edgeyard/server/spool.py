@@ -64,13 +64,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .._files import atomic_write
-from . import store
+from . import fastmove, store
 from .decode import Upload
 from .watch import Restartable
 
@@ -222,7 +222,8 @@ def decode_record(payload: bytes) -> tuple[float, int, list[Upload]]:
     return store.spooled_uploads(payload)
 
 
-Record = tuple[bytes, float, int, list[Upload]]  # payload, arrival time, bucket size, uploads
+# payload, arrival time, bucket size, the uploads' rows (`store.spooled_rows`)
+Record = tuple[bytes, float, int, list[tuple[Any, ...]]]
 
 
 # --- any process's side: move ----------------------------------------------------------------
@@ -350,7 +351,7 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                     return out, _corrupt(path, s, off + pos)
                 pos = end
                 try:
-                    received, bucket_s, uploads = decode_record(payload)
+                    received, bucket_s, uploads = store.spooled_rows(payload)
                 except (ValueError, TypeError, EOFError) as exc:  # a layout this server
                     _reject(d, payload, f"unreadable ({exc})")  # does not read: kept aside
                     continue
@@ -395,8 +396,10 @@ def _store(engine: Engine, d: Path, recs: list[Record], limits: store.Limits,
         for rec in batch:  # the server's bucket size when it answered (one, but for a restart)
             by_size.setdefault(rec[2], []).append(rec)
         for bucket_s, part in by_size.items():
-            results = store.ingest_requests(engine, [r[3] for r in part], bucket_s,
-                                            limits=limits, cache=cache, append=True,
+            if fastmove.append(engine, [(r[1], r[3]) for r in part], bucket_s, cache):
+                continue  # the common case (`fastmove.py`); else each window's outcome:
+            results = store.ingest_requests(engine, [store.uploads_of(r[3]) for r in part],
+                                            bucket_s, limits=limits, cache=cache, append=True,
                                             received=[r[1] for r in part])
             for rec, res in zip(part, results, strict=True):
                 if res.rejected:

@@ -899,17 +899,31 @@ def spooled_bytes(received: float, bucket_s: int, uploads: list[Upload]) -> byte
          u.sketch_points, u.counter_points) for u in uploads]))
 
 
-def spooled_uploads(data: bytes) -> tuple[float, int, list[Upload]]:
-    """(arrival time, bucket size, uploads) of `spooled_bytes`."""
+def spooled_rows(data: bytes) -> tuple[float, int, list[tuple[Any, ...]]]:
+    """(arrival time, bucket size, the uploads' rows) of `spooled_bytes`: the rows as
+    `marshal` gives them (`fastmove.py` stores them as they are; `uploads_of` makes uploads)."""
     version, *rest = marshal.loads(data)
     if version != SPOOLED:
         raise ValueError(f"a spool record of layout {version}; this server reads {SPOOLED}")
     received, bucket_s, rows = rest
-    return float(received), int(bucket_s), [
-        Upload(uid, model, release, profile, device, start, end,
-               {k: _sketch_of(t) for k, t in sketches.items()}, counters, [], points, sp, cp)
-        for (uid, model, release, profile, device, start, end, points, sketches, counters, sp,
-             cp) in rows]
+    if not isinstance(rows, list) or not all(isinstance(r, tuple) and len(r) == 12
+                                              for r in rows):
+        raise ValueError("a spool record whose uploads are not rows of 12 values")
+    return float(received), int(bucket_s), rows
+
+
+def uploads_of(rows: list[tuple[Any, ...]]) -> list[Upload]:
+    """The uploads of `spooled_rows`."""
+    return [Upload(uid, model, release, profile, device, start, end,
+                   {k: _sketch_of(t) for k, t in sketches.items()}, counters, [], points, sp, cp)
+            for (uid, model, release, profile, device, start, end, points, sketches, counters,
+                 sp, cp) in rows]
+
+
+def spooled_uploads(data: bytes) -> tuple[float, int, list[Upload]]:
+    """(arrival time, bucket size, uploads) of `spooled_bytes`."""
+    received, bucket_s, rows = spooled_rows(data)
+    return received, bucket_s, uploads_of(rows)
 
 
 @dataclass
