@@ -1,7 +1,9 @@
-"""CPU the spool's mover spends per window it stores: as the mover process stores them (its
-garbage collector's settings, `server.spool.tune_gc`, and the move's fast lane,
-`server/fastmove.py`), with the interpreter's default collector instead, and with every batch
-stored through the general path (`store.ingest_requests`) instead of the fast lane.
+"""CPU the spool's mover spends per window it stores, against its collector's defaults and the general path.
+
+As the mover process stores them (its garbage collector's settings, `server.spool.tune_gc`, and
+the move's fast lane, `server/fastmove.py`), with the interpreter's default collector instead,
+and with every batch stored through the general path (`store.ingest_requests`) instead of the
+fast lane.
 
 Method
 - Windows: the ingestion benchmark's 20-signal collector windows (`benchmarks/ingest.py`:
