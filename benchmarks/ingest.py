@@ -7,7 +7,8 @@ Method
   10 softmax outputs; latency) plus its counters, 100 calls per window, values drawn from a
   seeded generator (numpy; no data set needed), encoded by the collector's own OTLP code: about
   6 kB of protobuf per window, one window per request. Every request has its own upload id.
-- Server: `edgeyard serve --workers W` (W worker processes behind one port, SO_REUSEPORT), on
+- Server: `edgeyard serve --workers W` (W worker processes behind one port, connections handed
+  to each in turn), on
   SQLite (a file, WAL, synchronous=FULL) and on PostgreSQL 15 (a server this script starts
   with initdb/pg_ctl in a temp dir; synchronous_commit=on). Every 200 is sent once durable: after
   the commit, or after the spool's fdatasync (below).

@@ -3,6 +3,8 @@ OTLP/HTTP exporter), and a `kill -9` in the middle of a stream of uploads."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import urllib.error
 import urllib.request
@@ -139,7 +141,8 @@ def test_kill_9_loses_no_acknowledged_upload(serve, tmp_path, telemetry_release,
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
         serve, tmp_path, telemetry_release, digits_data, backend, request):
-    """`edgeyard serve --workers 3` behind one port (SO_REUSEPORT): the leader worker gets a
+    """`edgeyard serve --workers 3` behind one port (the supervisor hands the connections to
+    each worker in turn): six keep-alive connections go two to each; the leader worker gets a
     `kill -9` while four clients upload; every acknowledged upload is stored, uploads go on
     through the other workers, another worker leads within 30 s, the supervisor starts a new
     worker."""
@@ -169,6 +172,22 @@ def test_three_workers_one_killed_mid_load_lose_nothing_and_the_leader_moves(
     while (first := leader()) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert first is not None, server.log_text()
+    # every worker serving (a request on a new connection each, until all three answered),
+    # then six keep-alive connections: two to each worker, in turn (`dispatch.py`)
+    answering: set[str] = set()
+    while len(answering) < 3 and time.monotonic() < deadline:
+        answering.add(get(server.url, "/api/service", admin, timeout=10)[1]["worker"]["id"])
+    assert len(answering) == 3, server.log_text()
+    kept = [http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]),
+                                       timeout=10) for _ in range(6)]
+    spread: dict[str, int] = {}
+    for c in kept:
+        c.request("GET", "/api/service", headers={"Authorization": f"Bearer {admin}"})
+        wid = json.loads(c.getresponse().read())["worker"]["id"]
+        spread[wid] = spread.get(wid, 0) + 1
+    for c in kept:
+        c.close()
+    assert sorted(spread.values()) == [2, 2, 2], spread
     (window,) = otlp_windows(telemetry_release.path, digits_data.x_eval, tmp_path, n_windows=1,
                              calls=20)
     acked: list[str] = []

@@ -90,8 +90,8 @@ def serve(
     poll: Annotated[float, typer.Option(
         help="seconds between a device's polls for its release (sent to the devices)")] = 300.0,
     workers: Annotated[int, typer.Option(
-        help="worker processes behind the port (SO_REUSEPORT), about one per core; the "
-             "background work runs on one of them, the leader")] = 1,
+        help="worker processes behind the port (connections handed to each in turn), about "
+             "one per core; the background work runs on one of them, the leader")] = 1,
     precompute_every: Annotated[float, typer.Option(
         help="seconds between the leader's looks for a closed bucket, whose day check and "
              "timeline it then computes ahead (0: off)")] = 30.0,

@@ -2,9 +2,10 @@
 
 Python runs one thread at a time per process, and decoding a device's window is CPU work, so
 one process uses one core. Each worker is a whole, stateless service (its own event loop,
-group writer and caches) that binds the port with `SO_REUSEPORT`: the kernel spreads incoming
-connections over the workers, and a worker that dies takes only its own connections with it
-(clients reconnect and reach another). What must happen once (scheduled drift checks, rollout
+group writer and caches). The supervisor holds the one listening socket and hands each
+connection to the workers in turn (`dispatch.py`: the kernel's `SO_REUSEPORT` hash spread few
+connections unevenly); a worker that dies takes only its own connections with it (clients
+reconnect and reach another). What must happen once (scheduled drift checks, rollout
 decisions, precomputed results, retention) runs on the one worker that holds the leader lock
 (`leader.py`), on this host or any other serving the same PostgreSQL database.
 
@@ -20,6 +21,8 @@ in-flight limit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -32,40 +35,96 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from . import dispatch
 from .settings import Settings
 
 log = logging.getLogger("edgeyard.server")
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port that other processes may bind as well (the kernel
-    balances connections between them)."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError("this platform has no SO_REUSEPORT: run one worker (--workers 1)")
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The supervisor's listening socket on host:port."""
+    if not hasattr(socket, "send_fds"):
+        raise OSError("this platform cannot pass sockets between processes: run one worker "
+                      "(--workers 1)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
-def run_worker(settings: Settings, host: str, port: int) -> None:
-    """One worker: the whole service on its own SO_REUSEPORT socket (a child process)."""
-    import uvicorn
-
+def run_worker(settings: Settings, pair: socket.socket) -> None:
+    """One worker: the whole service, serving the connections the supervisor hands it over
+    `pair` (a child process)."""
     from .app import create_app
     from .cli import _log_to_stderr, dump_stacks_on_sigusr1
 
     _die_with_parent()
     _log_to_stderr()
     dump_stacks_on_sigusr1()
-    sock = reuse_port_socket(host, port)
     app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    HandedServer(config, pair).run(sockets=[])
+
+
+class HandedServer(uvicorn.Server):
+    """uvicorn's server with no listening socket of its own: it serves each connection
+    whose descriptor arrives on its pair with the supervisor (`dispatch.py`), with
+    uvicorn's own protocol, as if it had accepted it."""
+
+    def __init__(self, config: Any, pair: socket.socket) -> None:
+        super().__init__(config)
+        self.pair = pair
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])
+        if self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:  # what uvicorn's startup gives its servers
+            return config.http_protocol_class(  # type: ignore[no-any-return,call-arg]
+                config=config, server_state=self.server_state,
+                app_state=self.lifespan.state)
+
+        async def serve(sock: socket.socket) -> None:
+            try:
+                await loop.connect_accepted_socket(protocol, sock)
+            except OSError:  # the client went meanwhile
+                sock.close()
+
+        starting: set[asyncio.Task[None]] = set()
+
+        def take() -> None:
+            while True:
+                try:
+                    msg, fds, _, _ = socket.recv_fds(self.pair, 1, 16)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    msg, fds = b"", []
+                for fd in fds:
+                    task = loop.create_task(serve(socket.socket(fileno=fd)))
+                    starting.add(task)  # held until done (the loop keeps weak references)
+                    task.add_done_callback(starting.discard)
+                if not msg and not fds:  # the supervisor is gone: stop
+                    loop.remove_reader(self.pair.fileno())
+                    self.should_exit = True
+                    return
+
+        self.pair.setblocking(False)
+        loop.add_reader(self.pair.fileno(), take)
+        self.pair.send(dispatch.READY)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        with contextlib.suppress(OSError, ValueError):  # no connection is handed in now
+            asyncio.get_running_loop().remove_reader(self.pair.fileno())
+        self.pair.close()
+        await super().shutdown(sockets=sockets)
 
 
 def _mover_main(database: str, root: str, series_per_app: int | None) -> None:
@@ -92,9 +151,10 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, host: str, port: int, workers: int,
+    def __init__(self, settings: Settings, listener: socket.socket, workers: int,
                  grace_s: float = 30.0) -> None:
-        self.settings, self.host, self.port, self.n = settings, host, port, workers
+        self.settings, self.n = settings, workers
+        self.dispatch = dispatch.Dispatcher(listener)
         self.grace_s = grace_s
         self.ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self.procs: list[BaseProcess] = []
@@ -103,9 +163,11 @@ class Supervisor:
         self._stopping = False
 
     def _start_one(self) -> BaseProcess:
-        p = self.ctx.Process(target=run_worker, args=(self.settings, self.host, self.port),
+        pair = self.dispatch.add()
+        p = self.ctx.Process(target=run_worker, args=(self.settings, pair),
                              name="edgeyard-worker", daemon=False)
         p.start()
+        pair.close()  # the worker has its own descriptor
         return p
 
     def _start_mover(self) -> BaseProcess:
@@ -141,6 +203,7 @@ class Supervisor:
             self.settings = dataclasses.replace(self.settings, spool_mover_process=True)
             self.mover = self._start_mover()
         self.procs = [self._start_one() for _ in range(self.n)]
+        self.dispatch.start()
         print(f"workers: {', '.join(str(p) for p in self.pids())}", flush=True)
         if self.mover is not None:
             print(f"spool mover: {self.mover.pid}", flush=True)
@@ -158,6 +221,7 @@ class Supervisor:
     def stop(self) -> None:
         """SIGTERM to the workers and the mover; killed past `grace_s`; then what their spools
         still hold is stored."""
+        self.dispatch.stop()  # no new connection is handed to a worker
         procs = self.procs + ([self.mover] if self.mover is not None else [])
         for p in procs:
             if p.is_alive() and p.pid is not None:
@@ -195,11 +259,14 @@ class Supervisor:
 def serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
     """What `edgeyard serve --workers N` runs after migrating the database and making keys."""
     try:
-        reuse_port_socket(host, port).close()  # fail here, once, when the port is taken
+        listener = listening_socket(host, port)
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         raise SystemExit(4) from None
-    Supervisor(settings, host, port, workers).run()
+    try:
+        Supervisor(settings, listener, workers).run()
+    finally:
+        listener.close()
 
 
-__all__ = ["Supervisor", "reuse_port_socket", "run_worker", "serve_workers"]
+__all__ = ["HandedServer", "Supervisor", "listening_socket", "run_worker", "serve_workers"]
