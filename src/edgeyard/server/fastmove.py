@@ -49,7 +49,8 @@ def append(engine: Engine, requests: Sequence[tuple[float, Sequence[Row]]], buck
     it is not (nothing was written)."""
     try:
         ledger, pending = _plan(requests, bucket_s, cache)
-    except (_Other, ValueError, TypeError, KeyError, IndexError):
+    except (_Other, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        # not the common case, or a row the general path refuses with its reason
         return False
     try:
         store._retrying(engine, attempts, lambda conn: _write(conn, ledger, pending))
