@@ -39,7 +39,6 @@ READY = b"r"  # what a worker sends on its pair once it serves
 class _Worker:
     sock: socket.socket
     ready: bool = False
-    handed: int = 0  # connections handed to it
 
 
 class Dispatcher:
@@ -74,10 +73,6 @@ class Dispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def counts(self) -> list[int]:
-        """Connections handed to each live worker, in the order they were added."""
-        return [w.handed for w in self._workers]
 
     def run(self) -> None:
         self._sel = sel = selectors.DefaultSelector()
@@ -158,7 +153,6 @@ class Dispatcher:
             except OSError:  # it died: its turns go to the others
                 self._drop(w)
                 continue
-            w.handed += 1
             self.handed += 1
             self._next = (self._next + i + 1) % n
             return

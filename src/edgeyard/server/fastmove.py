@@ -6,7 +6,8 @@ because they were: `store.spoolable`), each with an upload id the database has n
 whose merges stay within every limit. For such a batch this module works on the records' rows
 as `marshal` gave them (`store.spooled_rows`): the windows grouped by aggregate bucket, each
 signal's parts merged once by `partsmerge`, the `pending` rows and the ledger rows made as
-`store._pending_rows` and `store._ledger_row` make them, and the ledger inserted by the
+`store._pending_rows` and `store._ledger_row` make them (its bucket and call counts by the same
+functions), and the ledger inserted by the
 driver's `executemany` with `ON CONFLICT DO NOTHING`. A spool of 15,000 windows drained into
 SQLite took a median of 123 µs of CPU per window this way against 184 µs through the general
 path (`benchmarks/spool_mover.py`, five alternating runs each, paired ratio 0.67).
@@ -34,6 +35,7 @@ from .decode import MAX_COUNTER
 # (uid, model, release, profile, device, start_ns, end_ns, points, sketches, counters,
 #  sketch points, counter points): a window as `store.spooled_bytes` keeps it
 Row = tuple[Any, ...]
+# the ledger's columns, in the order of `_plan`'s tuples (the last three: `store.call_counts`)
 LEDGER = ("upload_id", "model", "release", "profile", "device_id", "received_at", "start_ns",
           "end_ns", "points", "calls", "fallbacks", "errors")
 
@@ -73,23 +75,10 @@ def _plan(requests: Sequence[tuple[float, Sequence[Row]]], bucket_s: int,
             ids.add(uid)
             if (*sketches, *counters) not in cache.shapes[model]:
                 raise _Other  # the general path looks the series up (and learns the shape)
-            ns = start or end
-            t = ns / 1e9 if ns else received
-            if abs(t - received) > store.MAX_SKEW_S:
-                t = received
-            bucket = int(t // bucket_s) * bucket_s
-            calls = fallbacks = errors = 0
-            for (name, attrs), v in counters.items():
-                if name == "calls":
-                    calls += v
-                elif name == "fallbacks":
-                    fallbacks += v
-                    if '"kind":"error"' in attrs:
-                        errors += v
-            cap = 2**40
             ledger.append((uid, model, release, profile, device, received, start or end, end,
-                           points, min(calls, cap), min(fallbacks, cap), min(errors, cap)))
+                           points, *store.call_counts(counters).values()))
             if sketches or counters:
+                bucket = store.bucket_at(start, end, received, bucket_s)
                 groups.setdefault((model, release, profile, bucket), []).append(row)
     pending = [{"upload_id": rows[0][0], "model": key[0], "release": key[1],
                 "profile": key[2], "bucket": key[3], "parts": _group_parts(rows)}

@@ -351,12 +351,12 @@ def _records(d: Path, seg: int, off: int, max_windows: int, orphan: bool
                     return out, _corrupt(path, s, off + pos)
                 pos = end
                 try:
-                    received, bucket_s, uploads = store.spooled_rows(payload)
+                    received, bucket_s, rows = store.spooled_rows(payload)
                 except (ValueError, TypeError, EOFError) as exc:  # a layout this server
                     _reject(d, payload, f"unreadable ({exc})")  # does not read: kept aside
                     continue
-                out.append((payload, received, bucket_s, uploads))
-                windows += len(uploads)
+                out.append((payload, received, bucket_s, rows))
+                windows += len(rows)
                 if windows >= max_windows:
                     return out, (s, off + pos)
             off += pos

@@ -147,7 +147,12 @@ class IngestResult:
 def bucket_of(upload: Upload, now: float, bucket_s: int) -> int:
     """The aggregate bucket of an upload: its delta points' start, else (points of cumulative
     temporality only) its end, else arrival time; a clock far off ours files by arrival."""
-    ns = upload.start_ns or upload.end_ns
+    return bucket_at(upload.start_ns, upload.end_ns, now, bucket_s)
+
+
+def bucket_at(start_ns: int, end_ns: int, now: float, bucket_s: int) -> int:
+    """`bucket_of` an upload of these times (`fastmove.py` has no `Upload`)."""
+    ns = start_ns or end_ns
     t = ns / 1e9 if ns else now
     if abs(t - now) > MAX_SKEW_S:
         t = now
@@ -384,7 +389,7 @@ def _ledger_row(w: _Work, now: float) -> dict[str, Any]:
     return {"upload_id": u.upload_id, "model": u.model, "release": u.release,
             "profile": u.profile, "device_id": u.device_id, "received_at": now,
             "start_ns": u.start_ns or u.end_ns, "end_ns": u.end_ns, "points": w.up.points,
-            **_call_counts(u)}
+            **call_counts(u.counters)}
 
 
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
@@ -447,11 +452,11 @@ def _ingest(conn: Connection, plan: _Plan, limits: Limits, cache: SeriesCache,
     return works, inserted
 
 
-def _call_counts(u: Upload) -> dict[str, int]:
-    """The window's calls, fallbacks and engine errors (as uploaded), each capped at 2^40 (no
-    window has more calls; sums over 2^23 windows stay within int64)."""
+def call_counts(counters: dict[tuple[str, str], int]) -> dict[str, int]:
+    """A window's calls, fallbacks and engine errors (as uploaded, from its counters), each
+    capped at 2^40 (no window has more calls; sums over 2^23 windows stay within int64)."""
     calls = fallbacks = errors = 0
-    for (name, attrs), v in u.counters.items():
+    for (name, attrs), v in counters.items():
         if name == "calls":
             calls += v
         elif name == "fallbacks":
