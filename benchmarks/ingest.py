@@ -479,6 +479,8 @@ def main() -> int:
         backends = ["sqlite"] + (["postgresql"] if pg is not None else [])
         kept = json.loads((Path(args.out) / "ingest.json").read_text()) \
             if args.day_only or args.skip_day else {}
+        if args.day_only:  # the kept throughput runs' settings describe them, not this run's
+            results.update({k: kept[k] for k in RUN_SETTINGS if k in kept})
         for name in backends:
             # --day-only keeps the throughput results, --skip-day the day's
             results[name] = {k: v for k, v in kept.get(name, {}).items()
@@ -505,6 +507,16 @@ def main() -> int:
     return 0
 
 
+RUN_SETTINGS = ("workers", "storage", "commit", "spool")  # what the throughput runs ran with
+
+
+def _modes(r: dict, connections: int) -> list[str]:
+    """The stored servers a throughput result holds (`stored_modes`), the default first."""
+    return sorted((k.removesuffix(f"_{connections}") for k in r
+                   if k.startswith("stored") and k.endswith(f"_{connections}")),
+                  key=lambda m: (m != "stored", m))
+
+
 def markdown(results: dict, args: argparse.Namespace) -> str:
     md = ["| database | decoder | spool sync | connections | uploads/s stored | answered/s "
           "(mover's drain after the run) | p50 / p99 ms | uploads/s null endpoint | "
@@ -513,9 +525,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             for decoder, key in (("native", "throughput"), ("python", "throughput_python"))
             if results.get(name, {}).get(key)]
     for name, decoder, r in runs:
-        for mode in stored_modes(args):
-            if f"{mode}_{args.connections[0]}" not in r:
-                continue
+        for mode in _modes(r, args.connections[0]):
             sync = "each answer" if mode == "stored" else \
                 f"every {mode.removeprefix('stored_sync')}"
             for c in args.connections:
@@ -530,7 +540,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                           f"{ratio:.2f} |")
     md.append("")
     for name, decoder, r in runs:
-        for mode in stored_modes(args):
+        for mode in _modes(r, args.connections[0]):
             prefix = "" if mode == "stored" else f"{mode}_"
             if f"{prefix}acknowledged" in r:
                 md.append(f"- {name}, {decoder} decoder, {mode}: "
