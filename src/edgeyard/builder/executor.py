@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -128,10 +129,12 @@ class RayExecutor(Executor):
         self._in_flight: set[Any] = set()
         self._lock_here = {"edgeyard": __version__, **toolchain_lock()}
 
-    def _connect(self, address: str, kwargs: dict[str, Any], attempts: int = 3) -> None:
+    def _connect(self, address: str, kwargs: dict[str, Any], attempts: int = 5) -> None:
         # Ray Client's per-connection server dies at start-up now and then (a gRPC fork race
         # in its proxy, ray-project/ray#63202: "Initialization failure from server", empty
-        # logs; here 1 connection in 4 when clusters come and go): a second try connects
+        # logs; here 1 connection in 4 when clusters come and go): another try connects. On a
+        # loaded host three tries in a row failed (a CI run with two test streams beside the
+        # cluster), so the tries are spaced 1, 2, 3, 4 s apart
         for attempt in range(1, attempts + 1):
             try:
                 self._ray.init(address=address, **kwargs)
@@ -140,6 +143,7 @@ class RayExecutor(Executor):
                 self._ray.shutdown()
                 if attempt == attempts:
                     raise
+                time.sleep(attempt)
 
     def plan(self, jobs: int | None) -> tuple[int, int]:
         n = max(1, jobs or self._total_cpus)
