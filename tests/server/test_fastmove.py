@@ -51,12 +51,21 @@ def _tables(engine) -> tuple[list, list]:
     return ledger, pending
 
 
-def test_the_fast_lane_leaves_the_rows_the_general_path_leaves(database_url, tmp_path):
+@pytest.mark.parametrize("layout", ["packed", "parts"])
+def test_the_fast_lane_leaves_the_rows_the_general_path_leaves(database_url, tmp_path,
+                                                               monkeypatch, layout):
     """Twenty windows of two buckets (integer values: every sum exact whatever the order of
     the additions) and one window of another shape, as one batch: the fast lane takes it, and
     the ledger, the pending rows (parts decoded) and, once compacted, the aggregates and
-    counters are those of the general path on a database of its own."""
-    from edgeyard.server import fastmove, store
+    counters are those of the general path on a database of its own. Both layouts of a spool
+    record: the sketches packed (what a worker with the compiled module writes) and as parts
+    (without it, and the records of servers before the packed layout)."""
+    from edgeyard.server import fastmove, packedparts, store
+
+    if layout == "parts":
+        monkeypatch.setattr(packedparts, "pack", lambda parts: None)
+    elif not packedparts.available():
+        pytest.skip(packedparts.describe())
 
     now = time.time() // 300 * 300 - 3600
     rng = np.random.default_rng(5)
@@ -66,6 +75,8 @@ def test_the_fast_lane_leaves_the_rows_the_general_path_leaves(database_url, tmp
     try:
         caches = {e: _ready(e, requests[0]) for e in (fast, general)}
         batch = _rows(requests[1:], now + 700)
+        assert {len(row) for _, rows in batch for row in rows} == \
+            {13 if layout == "packed" else 12}
         assert fastmove.append(fast, batch, 300, caches[fast])
         store.ingest_requests(general, [store.uploads_of(rows) for _, rows in batch], 300,
                               cache=caches[general], append=True,

@@ -5,7 +5,8 @@ Nearly every batch the mover takes is windows of known series (the workers spool
 because they were: `store.spoolable`), each with an upload id the database has not seen,
 whose merges stay within every limit. For such a batch this module works on the records' rows
 as `marshal` gave them (`store.spooled_rows`): the windows grouped by aggregate bucket, each
-signal's parts merged once by `partsmerge`, the `pending` rows and the ledger rows made as
+signal merged once, straight from the windows' packed sketches (`packedparts.merge`; by
+`partsmerge` from records that hold parts), the `pending` rows and the ledger rows made as
 `store._pending_rows` and `store._ledger_row` make them (its bucket and call counts by the same
 functions), and the ledger inserted by the
 driver's `executemany` with `ON CONFLICT DO NOTHING`. A spool of 15,000 windows drained into
@@ -29,11 +30,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert
 
 from ..telemetry.sketch import ExpParts
-from . import db, partsmerge, store
+from . import db, packedparts, partsmerge, store
 from .decode import MAX_COUNTER
 
 # (uid, model, release, profile, device, start_ns, end_ns, points, sketches, counters,
-#  sketch points, counter points): a window as `store.spooled_bytes` keeps it
+#  sketch points, counter points[, packed sketches]): a window as `store.spooled_bytes` keeps
+#  it (`store.spooled_rows`)
 Row = tuple[Any, ...]
 # the ledger's columns, in the order of `_plan`'s tuples (the last three: `store.call_counts`)
 LEDGER = ("upload_id", "model", "release", "profile", "device_id", "received_at", "start_ns",
@@ -68,8 +70,8 @@ def _plan(requests: Sequence[tuple[float, Sequence[Row]]], bucket_s: int,
     ids: set[str] = set()
     for received, rows in requests:
         for row in rows:
-            (uid, model, release, profile, device, start, end, points, sketches, counters,
-             _, _) = row
+            uid, model, release, profile, device, start, end, points, sketches, counters = \
+                row[:10]
             if uid in ids:
                 raise _Other
             ids.add(uid)
@@ -87,28 +89,34 @@ def _plan(requests: Sequence[tuple[float, Sequence[Row]]], bucket_s: int,
 
 
 def _group_parts(rows: list[Row]) -> bytes:
-    """A group's `pending` parts, as `store._pending_rows` makes them."""
+    """A group's `pending` parts, as `store._pending_rows` makes them: the windows' sketches
+    merged straight from their packed bytes (`packedparts.merge`), or from their parts."""
     members = [(r[0], r[10], r[11]) for r in rows]
     if len(rows) == 1:  # as it came (an explicit-bucket histogram too: nothing to merge)
-        return marshal.dumps((store.GROUP_PARTS, members, {}, rows[0][8], rows[0][9]))
-    signals, names = tuple(rows[0][8]), tuple(rows[0][9])
-    if any(tuple(r[8]) != signals or tuple(r[9]) != names for r in rows):
-        raise _Other  # windows of one shape (a collector's), transposed below
+        return marshal.dumps((store.GROUP_PARTS, members, {}, store.sketches_of(rows[0]),
+                              rows[0][9]))
+    width, signals, names = len(rows[0]), tuple(rows[0][8]), tuple(rows[0][9])
+    if any(len(r) != width or tuple(r[8]) != signals or tuple(r[9]) != names for r in rows):
+        raise _Other  # windows of one shape and layout (a collector's), transposed below
     counters: dict[tuple[str, str], int] = {}
     for key, values in zip(names, zip(*(r[9].values() for r in rows), strict=True), strict=True):
         total = sum(values)  # never past 2^63-1, nor on the way: the values are >= 0
         if total > MAX_COUNTER or min(values) < 0:
             raise _Other
         counters[key] = total
-    merged, windows = {}, {}
-    for signal, parts in zip(signals, zip(*(r[8].values() for r in rows), strict=True), strict=True):
-        for t in parts:
-            if t[0] == "x":
+    if width == 13:  # packed: exponential histograms only
+        parts = packedparts.merge([r[12] for r in rows])
+    else:
+        parts = []
+        for each in zip(*(r[8].values() for r in rows), strict=True):
+            if any(t[0] == "x" for t in each):
                 raise _Other
-        m = partsmerge.merge(parts)
+            parts.append(partsmerge.merge(each))
+    merged, windows = {}, {}
+    for signal, m in zip(signals, parts, strict=True):
         if store._Tally(None).add(ExpParts(m)) is not None:
             raise _Other
-        merged[signal], windows[signal] = m, len(parts)
+        merged[signal], windows[signal] = m, len(rows)
     return marshal.dumps((store.GROUP_PARTS, members, windows, merged, counters))
 
 

@@ -77,7 +77,7 @@ from ..drift.explicit import ExplicitHistogram, Sketch, deserialize_any, merge_a
 from ..errors import EdgeyardError
 from ..telemetry.sketch import ExpParts
 from ..telemetry.window import LATENCY, Window
-from . import cumulative, db, decode, partsmerge
+from . import cumulative, db, decode, packedparts, partsmerge
 from .decode import MAX_COUNT, MAX_COUNTER, Upload, add_sketch, series_key
 
 log = logging.getLogger("edgeyard.server")
@@ -891,13 +891,26 @@ def _pending_work(r: Any) -> _Work:
                      f"and {GROUP_PARTS}")
 
 
-SPOOLED = 1  # the layout of `spooled_bytes`
+SPOOLED = 1  # a layout of `spooled_bytes`: each window's sketches as their parts
+PACKED = 2  # ...: each window's (exponential) sketches packed into one bytes object
 
 
 def spooled_bytes(received: float, bucket_s: int, uploads: list[Upload]) -> bytes:
     """A request's uploads as the spool keeps them (`spool.py`), with when it arrived and the
     server's bucket size, in `marshal` as `pending` rows are: uploads of delta points only
-    (`spoolable`); `spooled_uploads` reads them."""
+    (`spoolable`); `spooled_rows` reads them. Where every sketch is exponential and the
+    compiled module packs them (`packedparts`), a window's sketches are its signals' names
+    and one packed bytes object (layout `PACKED`: a fifth of the bytes); else their parts."""
+    packed = []
+    for u in uploads:
+        blob = packedparts.pack([_sketch_parts(h) for h in u.sketches.values()])
+        if blob is None:
+            break
+        packed.append((u.upload_id, u.model, u.release, u.profile, u.device_id, u.start_ns,
+                       u.end_ns, u.points, tuple(u.sketches), u.counters, u.sketch_points,
+                       u.counter_points, blob))
+    else:
+        return marshal.dumps((PACKED, received, bucket_s, packed))
     return marshal.dumps((SPOOLED, received, bucket_s, [
         (u.upload_id, u.model, u.release, u.profile, u.device_id, u.start_ns, u.end_ns,
          u.points, {k: _sketch_parts(h) for k, h in u.sketches.items()}, u.counters,
@@ -906,23 +919,35 @@ def spooled_bytes(received: float, bucket_s: int, uploads: list[Upload]) -> byte
 
 def spooled_rows(data: bytes) -> tuple[float, int, list[tuple[Any, ...]]]:
     """(arrival time, bucket size, the uploads' rows) of `spooled_bytes`: the rows as
-    `marshal` gives them (`fastmove.py` stores them as they are; `uploads_of` makes uploads)."""
+    `marshal` gives them (`fastmove.py` stores them as they are; `uploads_of` makes uploads).
+    A row is (upload id, model, release, profile, device, start, end, points, sketches,
+    counters, sketch points, counter points): its sketches a dict of parts (layout 1), or
+    the signals' names with the packed sketches as a 13th value (layout 2, `PACKED`)."""
     version, *rest = marshal.loads(data)
-    if version != SPOOLED:
-        raise ValueError(f"a spool record of layout {version}; this server reads {SPOOLED}")
+    if version not in (SPOOLED, PACKED):
+        raise ValueError(f"a spool record of layout {version}; this server reads {SPOOLED} "
+                         f"and {PACKED}")
     received, bucket_s, rows = rest
-    if not isinstance(rows, list) or not all(isinstance(r, tuple) and len(r) == 12
+    width = 12 if version == SPOOLED else 13
+    if not isinstance(rows, list) or not all(isinstance(r, tuple) and len(r) == width
                                               for r in rows):
-        raise ValueError("a spool record whose uploads are not rows of 12 values")
+        raise ValueError(f"a spool record whose uploads are not rows of {width} values")
     return float(received), int(bucket_s), rows
+
+
+def sketches_of(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A spooled row's sketches as parts (signal -> parts), of either layout."""
+    if len(row) == 13:
+        return dict(zip(row[8], packedparts.unpack(row[12]), strict=True))
+    return row[8]  # type: ignore[no-any-return]
 
 
 def uploads_of(rows: list[tuple[Any, ...]]) -> list[Upload]:
     """The uploads of `spooled_rows`."""
-    return [Upload(uid, model, release, profile, device, start, end,
-                   {k: _sketch_of(t) for k, t in sketches.items()}, counters, [], points, sp, cp)
-            for (uid, model, release, profile, device, start, end, points, sketches, counters,
-                 sp, cp) in rows]
+    return [Upload(r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+                   {k: _sketch_of(t) for k, t in sketches_of(r).items()}, r[9], [], r[7],
+                   r[10], r[11])
+            for r in rows]
 
 
 def spooled_uploads(data: bytes) -> tuple[float, int, list[Upload]]:
