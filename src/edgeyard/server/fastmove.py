@@ -8,10 +8,11 @@ as `marshal` gave them (`store.spooled_rows`): the windows grouped by aggregate 
 signal merged once, straight from the windows' packed sketches (`packedparts.merge`; by
 `partsmerge` from records that hold parts), the `pending` rows and the ledger rows made as
 `store._pending_rows` and `store._ledger_row` make them (its bucket and call counts by the same
-functions), and the ledger inserted by the
-driver's `executemany` with `ON CONFLICT DO NOTHING`. A spool of 15,000 windows drained into
-SQLite took a median of 123 µs of CPU per window this way against 184 µs through the general
-path (`benchmarks/spool_mover.py`, five alternating runs each, paired ratio 0.67).
+functions), and the ledger inserted by the driver's `executemany` with `ON CONFLICT DO
+NOTHING`. A spool of 15,000 windows drained into SQLite took a median of 71 µs of CPU per window
+this way against 154 µs through the general path, and 109 µs from records that keep their
+sketches as parts (`benchmarks/spool_mover.py`, five alternating runs each, paired ratios 0.50
+and 0.65).
 
 Anything else gives None before the transaction or rolls it back (an upload id the database
 already holds, or one given twice in the batch; a series not known to be stored; an
