@@ -173,6 +173,34 @@ def test_a_request_the_database_refuses_alone_is_kept_aside_and_the_others_store
     sp.close()
 
 
+def test_a_record_whose_packed_sketches_are_cut_short_is_kept_aside_alone(engine, tmp_path):
+    """A record whose checksum holds but whose packed sketches do not read (cut short before
+    the checksum was taken: a bug, or a file edited by hand), between good ones: the fast lane
+    and the general path both refuse it, it is kept in rejected.log, and the others are
+    stored."""
+    from edgeyard.server import packedparts, spool, store
+
+    if not packedparts.available():
+        pytest.skip(packedparts.describe())
+    requests = _requests(5)
+    now = time.time()
+    records = [spool.encode(now, 300, r) for r in requests]
+    version, received, bucket_s, rows = marshal.loads(records[2])
+    assert version == store.PACKED
+    rows = [(*row[:12], row[12][:-7]) for row in rows]
+    records[2] = marshal.dumps((version, received, bucket_s, rows))
+    sp = spool.Spool(tmp_path / "spool")
+    sp.append(records)
+    got = spool.move(engine, sp.dir)
+    assert (got.windows, got.rejected) == (5, 1)
+    assert store.upload_count(engine) == 4
+    kept = (sp.dir / "rejected.log").read_bytes()
+    n, _ = spool.HEADER.unpack_from(kept, 0)
+    assert kept[spool.HEADER.size:spool.HEADER.size + n] == records[2]
+    assert spool.move(engine, sp.dir).records == 0
+    sp.close()
+
+
 def test_a_database_that_is_away_keeps_the_records_for_the_next_move(engine, tmp_path,
                                                                       monkeypatch):
     from edgeyard.server import spool, store
@@ -522,7 +550,7 @@ def test_the_mover_waits_after_a_pass_short_of_a_transaction_and_not_after_a_ful
     assert woken == [0.25]  # the empty pass waits for the writer
 
 
-@pytest.mark.parametrize("read_bytes", [64, 1000, 1 << 20], ids=["each-larger", "cut", "whole"])
+@pytest.mark.parametrize("read_bytes", [64, "cut", 1 << 20], ids=["each-larger", "cut", "whole"])
 def test_records_are_read_whole_whatever_the_read_size(engine, tmp_path, monkeypatch,
                                                        read_bytes):
     """A read of a segment stops at what it holds (READ_BYTES at most): records larger than a
@@ -530,10 +558,12 @@ def test_records_are_read_whole_whatever_the_read_size(engine, tmp_path, monkeyp
     next, and what a live owner appends after a move is moved by the next one."""
     from edgeyard.server import spool, store
 
-    monkeypatch.setattr(spool, "READ_BYTES", read_bytes)
     requests = _requests(7)
     sizes = [len(spool.encode(time.time(), 300, r)) for r in requests]
-    assert min(sizes) > 64 and max(sizes) < 1000 < sum(sizes)  # the three cases are real
+    if read_bytes == "cut":  # larger than each record (packed or not), smaller than all
+        read_bytes = max(sizes) + 100
+    assert min(sizes) > 64 and max(sizes) + 100 < sum(sizes) < 1 << 20  # the cases are real
+    monkeypatch.setattr(spool, "READ_BYTES", read_bytes)
     sp = spool.Spool(tmp_path / "spool")
     sp.append([spool.encode(time.time(), 300, r) for r in requests[:4]])
     assert spool.move(engine, sp.dir).windows == 4

@@ -534,7 +534,9 @@ static int read_head(PyObject *blob, const uint8_t **at, const uint8_t **end, Py
                      PACK_VERSION);
         return -1;
     }
-    *k = (Py_ssize_t)load_le(p + 1, 4);
+    uint64_t parts = load_le(p + 1, 4);
+    if (parts > (uint64_t)(PyBytes_GET_SIZE(blob) - PACK_HEAD) / PART_HEAD) return truncated();
+    *k = (Py_ssize_t)parts; /* bounded by the blob's size: no wrap, whatever Py_ssize_t */
     *at = p + PACK_HEAD;
     return 0;
 }
@@ -560,17 +562,17 @@ static int read_part(const uint8_t **at, const uint8_t *end, Packed *p) {
         return -1;
     }
     p->size = i32_at(q), p->max_scale = i32_at(q + 4), p->scale = i32_at(q + 8);
+    uint64_t n[2] = {load_le(q + 21, 4), load_le(q + 33, 4)};
     p->side[0].offset = i64_at(q + 13);
-    p->side[0].n = (Py_ssize_t)load_le(q + 21, 4);
     p->side[1].offset = i64_at(q + 25);
-    p->side[1].n = (Py_ssize_t)load_le(q + 33, 4);
     p->zero = i64_at(q + 37), p->count = i64_at(q + 45);
     p->sum = f64_at(q + 53), p->lo = f64_at(q + 61), p->hi = f64_at(q + 69);
     p->missing = i64_at(q + 77), p->nonfin = i64_at(q + 85);
     q += PART_HEAD;
     for (int side = 0; side < 2; side++) {
         Run *r = &p->side[side];
-        if ((end - q) / w < r->n) return truncated();
+        if (n[side] > (uint64_t)(end - q) / (uint64_t)w) return truncated();
+        r->n = (Py_ssize_t)n[side]; /* bounded by the bytes left: no wrap */
         r->counts = q;
         r->width = w;
         q += r->n * w;
@@ -596,10 +598,6 @@ static PyObject *unpack(PyObject *Py_UNUSED(self), PyObject *blob) {
     const uint8_t *at, *end;
     Py_ssize_t k;
     if (read_head(blob, &at, &end, &k)) return NULL;
-    if (k > (end - at) / PART_HEAD) {
-        truncated();
-        return NULL;
-    }
     PyObject *out = PyList_New(k);
     if (out == NULL) return NULL;
     for (Py_ssize_t i = 0; i < k; i++) {
@@ -716,10 +714,6 @@ static PyObject *merge_packed(PyObject *Py_UNUSED(self), PyObject *arg) {
             PyErr_SetString(PyExc_ValueError, "merge_packed: blobs of different parts");
             goto done;
         }
-    }
-    if (n > (end[0] - at[0]) / PART_HEAD) {
-        truncated();
-        goto done;
     }
     out = PyList_New(n);
     if (out == NULL) goto done;

@@ -25,6 +25,9 @@ from ..telemetry.sketch import Parts
 from . import native, partsmerge
 
 _expmerge, MISSING = native.load("_expmerge", "EDGEYARD_NATIVE_MERGE")
+if _expmerge is not None and not hasattr(_expmerge, "merge_packed"):
+    # a module compiled before packing (an editable install pulled, not reinstalled)
+    _expmerge, MISSING = None, "built before packing: reinstall the package (make install)"
 
 VERSION = 1
 _HEAD = struct.Struct("<BI")  # version, parts

@@ -41,7 +41,9 @@ A record's payload is one request's uploads and when it arrived (`store.spooled_
 packed into one bytes object (`packedparts`: about 5 kB for a 20-signal window instead of
 27 kB as parts), and the mover merges a bucket's windows from those bytes. Records of either
 layout are moved: those of a worker without the compiled module, or of an earlier server,
-keep their sketches as parts.
+keep their sketches as parts. A server from before packing cannot read packed records (it
+keeps them in `rejected.log`): move the spools (stop the server in order) before going back to
+one.
 
 When an answer waits (`sync_every_s`): by default for the record's `fdatasync`, so that no
 answered upload is lost even to a power loss. With `sync_every_s` > 0 (`edgeyard serve
