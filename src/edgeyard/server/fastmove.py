@@ -105,7 +105,7 @@ def _group_parts(rows: list[Row]) -> bytes:
         if total > MAX_COUNTER or min(values) < 0:
             raise _Other
         counters[key] = total
-    if width == 13:  # packed: exponential histograms only
+    if width == store.ROW_VALUES[store.PACKED]:  # packed: exponential histograms only
         parts = packedparts.merge([r[12] for r in rows])
     else:
         parts = []

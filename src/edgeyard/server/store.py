@@ -893,6 +893,7 @@ def _pending_work(r: Any) -> _Work:
 
 SPOOLED = 1  # a layout of `spooled_bytes`: each window's sketches as their parts
 PACKED = 2  # ...: each window's (exponential) sketches packed into one bytes object
+ROW_VALUES = {SPOOLED: 12, PACKED: 13}  # values in a spooled row of each layout
 
 
 def spooled_bytes(received: float, bucket_s: int, uploads: list[Upload]) -> bytes:
@@ -928,7 +929,7 @@ def spooled_rows(data: bytes) -> tuple[float, int, list[tuple[Any, ...]]]:
         raise ValueError(f"a spool record of layout {version}; this server reads {SPOOLED} "
                          f"and {PACKED}")
     received, bucket_s, rows = rest
-    width = 12 if version == SPOOLED else 13
+    width = ROW_VALUES[version]
     if not isinstance(rows, list) or not all(isinstance(r, tuple) and len(r) == width
                                               for r in rows):
         raise ValueError(f"a spool record whose uploads are not rows of {width} values")
@@ -937,7 +938,7 @@ def spooled_rows(data: bytes) -> tuple[float, int, list[tuple[Any, ...]]]:
 
 def sketches_of(row: tuple[Any, ...]) -> dict[str, Any]:
     """A spooled row's sketches as parts (signal -> parts), of either layout."""
-    if len(row) == 13:
+    if len(row) == ROW_VALUES[PACKED]:
         return dict(zip(row[8], packedparts.unpack(row[12]), strict=True))
     return row[8]  # type: ignore[no-any-return]
 
